@@ -1,0 +1,75 @@
+"""The Python API behind the CLI: load a model, generate from it, evaluate it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from charnn.checkpoint import LoadedModel, load_model
+from charnn.data import load_corpus, split
+from charnn.device import resolve_device
+from charnn.errors import ConfigError, DataError
+from charnn.evaluate import EVAL_WINDOW, loss_carried, loss_windows
+from charnn.sampling import SamplingConfig, clean_start, generate_texts
+
+SPLITS = ("val", "train", "all")
+
+
+def load(path: str | Path, device: str = "cpu", verify: bool = True) -> LoadedModel:
+    """Load a run's best model or a model folder; `verify` checks the weights' sha256."""
+    return load_model(path, resolve_device(device), verify)
+
+
+def _loaded(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
+    return model if isinstance(model, LoadedModel) else load(model, device)
+
+
+def generate(
+    model: str | Path | LoadedModel,
+    start: str = "",
+    length: int = 1000,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    num_samples: int = 1,
+    seed: int | None = None,
+    skip_unknown: bool = False,
+) -> str | list[str]:
+    """Start string plus `length` generated chars; a list of such strings when num_samples > 1."""
+    loaded = _loaded(model)
+    cfg = SamplingConfig(length, temperature, top_k, top_p, greedy, num_samples, seed)
+    start = clean_start(loaded.vocab, start, skip_unknown)
+    texts = [start + t for t in generate_texts(loaded.model, loaded.vocab, start, cfg)]
+    return texts[0] if num_samples == 1 else texts
+
+
+def evaluate(
+    model: str | Path | LoadedModel, data: str | None = None, split_name: str = "val", device: str = "cpu"
+) -> dict:
+    """Loss over a whole split of the training text (or of `data`): state carried, and per 100-char window."""
+    if split_name not in SPLITS:
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split_name!r}")
+    loaded = _loaded(model, device)
+    training = loaded.info.get("training", {})
+    source = data or training.get("data")
+    if not source:
+        raise ConfigError(f"{loaded.path}: the model does not record its training text; pass --data")
+    corpus = load_corpus(source, training.get("encoding", "utf-8"), vocab=loaded.vocab)
+    val_fraction = training.get("val_fraction", 0.1)
+    train_ids, val_ids = split(corpus.ids, val_fraction)
+    ids = {"val": val_ids, "train": train_ids, "all": corpus.ids}[split_name]
+    if len(ids) < 2:
+        raise DataError(
+            f"{corpus.source}: the {split_name} split holds {len(ids)} chars; nothing to evaluate"
+        )
+    carried = loss_carried(loaded.model, ids)
+    windows = loss_windows(loaded.model, ids, EVAL_WINDOW)
+    return {
+        "data": corpus.source,
+        "split": split_name,
+        "val_fraction": val_fraction,
+        **carried.to_dict(),
+        "carried": carried.to_dict(),
+        "windows": {**windows.to_dict(), "window": EVAL_WINDOW},
+    }

@@ -1,0 +1,321 @@
+"""Files on disk: atomic writes, the self-contained model folder, and resumable checkpoints.
+
+Weights and optimizer state are safetensors; everything else is JSON. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from torch import nn
+
+from charnn.errors import CharnnError, ModelFileError, RunDirError
+from charnn.model import CharRNN, ModelConfig
+from charnn.vocab import Vocab
+
+FORMAT_VERSION = 1
+MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def _write_error(path: Path, e: OSError) -> RunDirError:
+    return RunDirError(f"{path}: cannot write ({e.strerror or e}); files saved before are untouched")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, e) from None
+
+
+def write_json(path: Path, obj: object) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: Path) -> dict:
+    """Parse a JSON object from `path`, raising ModelFileError naming the file when it cannot."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelFileError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: expected a JSON object")
+    return data
+
+
+def _write_folder(final: Path, files: dict[str, bytes]) -> None:
+    """Create folder `final` holding `files`, replacing any old one only once the new one is complete."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        fsync_dir(tmp)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        raise _write_error(final, e) from None
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fp32_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
+
+
+def save_model(directory: Path, model: CharRNN, vocab: Vocab, training: dict) -> None:
+    """Write a self-contained model folder: weights, vocabulary and config (with the weights' sha256)."""
+    weights = save_tensors(_fp32_tensors(model))
+    config = {
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "training": training,
+    }
+    files = {
+        "model.safetensors": weights,
+        "vocab.json": vocab.to_json().encode("utf-8"),
+        "config.json": (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+    }
+    _write_folder(Path(directory), files)
+
+
+@dataclass
+class LoadedModel:
+    """A model read back from its folder, with its vocabulary and the contents of config.json."""
+
+    model: CharRNN
+    vocab: Vocab
+    config: ModelConfig
+    info: dict
+    path: Path
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model folder meant by `path`: a run folder's model/ or a model folder itself."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelFileError(f"{p}: no such run or model folder")
+    for candidate in (p / MODEL_DIR, p):
+        if (candidate / "config.json").exists() or (candidate / "model.safetensors").exists():
+            return candidate
+    raise ModelFileError(f"{p}: not a charnn run or model folder (no config.json or {MODEL_DIR}/ inside)")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> LoadedModel:
+    """Load a model folder (or a run folder's best model), checking it is complete and untampered."""
+    directory = resolve_model_dir(path)
+    info = read_json(directory / "config.json")
+    version = info.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{directory / 'config.json'}: no format_version; not a charnn model config")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{directory}: saved by a newer charnn (format {version}, this one reads {FORMAT_VERSION}); "
+            "upgrade charnn"
+        )
+    try:
+        config = ModelConfig.from_dict(info.get("model", {}))
+    except (CharnnError, TypeError) as e:
+        raise ModelFileError(f"{directory / 'config.json'}: {e}") from None
+    try:
+        vocab_text = (directory / "vocab.json").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{directory / 'vocab.json'}: cannot be read ({e})") from None
+    vocab = Vocab.from_json(vocab_text, str(directory / "vocab.json"))
+    if len(vocab) != config.vocab_size:
+        raise ModelFileError(
+            f"{directory / 'vocab.json'}: holds {len(vocab)} characters but the model was built "
+            f"for {config.vocab_size}"
+        )
+    weights_path = directory / "model.safetensors"
+    tensors = read_tensors(weights_path, info.get("weights_sha256") if verify else None)
+    model = CharRNN(config)
+    load_weights(model, tensors, weights_path)
+    model.to(device).eval()
+    return LoadedModel(model, vocab, config, info, directory)
+
+
+def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; with `sha256`, refuse a file whose hash differs."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing") from None
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelFileError(
+            f"{path}: sha256 does not match the one recorded at save time (damaged or modified); "
+            "pass --no-verify to load it anyway"
+        )
+    try:
+        return load_tensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy `tensors` into `module`, refusing missing or extra names, other shapes and other dtypes."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        parts = [
+            f"missing {', '.join(missing)}" if missing else "",
+            f"unexpected {', '.join(extra)}" if extra else "",
+        ]
+        raise ModelFileError(f"{path}: weights do not match the config ({'; '.join(p for p in parts if p)})")
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape:
+            raise ModelFileError(
+                f"{path}: {name} has shape {tuple(t.shape)}, the config needs {tuple(expected[name].shape)}"
+            )
+        if t.dtype != torch.float32:
+            raise ModelFileError(f"{path}: {name} is {t.dtype}, expected torch.float32")
+    module.load_state_dict(tensors)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:09d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = [
+        p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
+    ]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer's state into tensors (for safetensors) and JSON-able rest."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in sd["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """Rebuild an optimizer state_dict from `optimizer_to_tensors` output."""
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+        for g in meta["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict,
+    loop_tensors: dict[str, torch.Tensor],
+) -> Path:
+    """Write checkpoints/step-N/ (weights, optimizer and loop state, state.json) atomically as a whole.
+
+    `loop_tensors` (e.g. a recurrent state carried between batches) go beside the optimizer's tensors
+    under the prefix `loop.`.
+    """
+    weights = save_tensors(_fp32_tensors(model))
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    opt_tensors.update({f"loop.{k}": v.detach().cpu().contiguous() for k, v in loop_tensors.items()})
+    opt_bytes = save_tensors(opt_tensors) if opt_tensors else save_tensors({"empty": torch.zeros(0)})
+    full_state = dict(
+        state,
+        format_version=FORMAT_VERSION,
+        step=step,
+        optimizer=opt_meta,
+        weights_sha256=hashlib.sha256(weights).hexdigest(),
+        optimizer_sha256=hashlib.sha256(opt_bytes).hexdigest(),
+    )
+    final = Path(run_dir) / CHECKPOINTS_DIR / checkpoint_name(step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    files = {
+        "model.safetensors": weights,
+        "optimizer.safetensors": opt_bytes,
+        "state.json": (json.dumps(full_state, indent=1) + "\n").encode("utf-8"),
+    }
+    _write_folder(final, files)
+    return final
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back and verified: weights, optimizer state_dict, loop tensors and state.json."""
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict
+    loop_tensors: dict[str, torch.Tensor]
+    state: dict
+    path: Path
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read and verify one checkpoint folder."""
+    state = read_json(path / "state.json")
+    if state.get("format_version", FORMAT_VERSION + 1) > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: written by a newer charnn; upgrade charnn to resume it")
+    weights = read_tensors(path / "model.safetensors", state.get("weights_sha256"))
+    opt_tensors = read_tensors(path / "optimizer.safetensors", state.get("optimizer_sha256"))
+    opt_tensors.pop("empty", None)
+    loop = {k.removeprefix("loop."): opt_tensors.pop(k) for k in list(opt_tensors) if k.startswith("loop.")}
+    try:
+        optimizer = optimizer_from_tensors(opt_tensors, state["optimizer"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise ModelFileError(f"{path / 'state.json'}: optimizer state is damaged ({e})") from None
+    return Checkpoint(weights, optimizer, loop, state, path)

@@ -1,0 +1,308 @@
+"""The `charnn` command: parses flags into the library's settings and turns errors into one stderr line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from charnn.config import (
+    MODEL_FIELDS,
+    PRESETS,
+    TRAIN_FIELDS,
+    ModelConfig,
+    TrainConfig,
+    describe_presets,
+    parse_duration,
+)
+from charnn.errors import CharnnError
+
+_MODEL_DEFAULTS = ModelConfig()
+_TRAIN_DEFAULTS = TrainConfig()
+SEPARATOR = "\n" + "-" * 40 + "\n"
+
+
+def _default(name: str) -> str:
+    for defaults in (_MODEL_DEFAULTS, _TRAIN_DEFAULTS):
+        if hasattr(defaults, name):
+            return f"(seed default: {getattr(defaults, name)})"
+    raise KeyError(name)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except CharnnError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model on a text",
+        description="Train a character-level model. With no flags: the tutorial's model on tiny Shakespeare.",
+        epilog="presets (flags given on the command line override a preset's values):\n" + describe_presets(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data", help="'shakespeare' (built in), a text file or a folder of text files " + _default("data")
+    )
+    g.add_argument("--encoding", help="text encoding of --data, e.g. latin-1 " + _default("encoding"))
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        help="last fraction of the text kept for validation " + _default("val_fraction"),
+    )
+    g.add_argument(
+        "--batching",
+        choices=("windows", "stream"),
+        help="windows: shuffled chunks (tutorial); stream: contiguous streams carrying the state "
+        + _default("batching"),
+    )
+    g.add_argument("--seq-len", type=int, help="characters per training window " + _default("seq_len"))
+    g.add_argument("--batch-size", type=int, help="windows per batch " + _default("batch_size"))
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default="seed", choices=tuple(PRESETS), help="named settings (default: seed)")
+    g.add_argument("--cell", choices=("lstm", "gru", "rnn"), help="recurrent cell " + _default("cell"))
+    g.add_argument("--layers", type=int, help="stacked recurrent layers " + _default("layers"))
+    g.add_argument("--hidden", type=int, help="units per recurrent layer " + _default("hidden"))
+    g.add_argument("--embedding", type=int, help="embedding size " + _default("embedding"))
+    g.add_argument("--dropout", type=float, help="dropout between recurrent layers " + _default("dropout"))
+    g = p.add_argument_group("optimisation")
+    stop = g.add_mutually_exclusive_group()
+    stop.add_argument(
+        "--epochs",
+        type=int,
+        help="passes over the training text (default: 10 unless --max-steps or --time-budget)",
+    )
+    stop.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    g.add_argument(
+        "--time-budget", type=_duration, help="stop after this much training time, e.g. 90s, 10m, 2h"
+    )
+    g.add_argument("--lr", type=float, help="Adam learning rate " + _default("lr"))
+    g.add_argument(
+        "--schedule", choices=("constant", "cosine"), help="learning-rate schedule " + _default("schedule")
+    )
+    g.add_argument("--warmup", type=int, help="steps of linear learning-rate warm-up " + _default("warmup"))
+    g.add_argument("--clip", type=float, help="max gradient norm, 0 for none " + _default("clip"))
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay " + _default("weight_decay"))
+    g.add_argument("--seed", type=int, help="seed for weights, data order and dropout " + _default("seed"))
+    g = p.add_argument_group("run")
+    g.add_argument("--out", help="run folder (default: runs/PRESET-DATE-TIME)")
+    g.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its newest checkpoint"
+    )
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g.add_argument(
+        "--eval-every",
+        type=int,
+        help="also validate every N steps, 0 for per epoch only " + _default("eval_every"),
+    )
+    g.add_argument(
+        "--save-every",
+        type=int,
+        help="also checkpoint every N steps, 0 for per epoch only " + _default("save_every"),
+    )
+    g.add_argument(
+        "--keep", type=int, help="newest checkpoints to keep (the best is always kept) " + _default("keep")
+    )
+    g.add_argument("--log-every", type=int, help="print the mean loss every N steps " + _default("log_every"))
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train " + _default("device"))
+    g.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="auto: bf16 where the hardware has it natively, else fp32 " + _default("precision"),
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.set_defaults(handler=_train)
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate text from a model (streams to stdout)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
+    p.add_argument("--start", default="", help="text to start from (empty: start of a line)")
+    p.add_argument("--length", type=int, default=1000, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer text; above 1: wilder")
+    p.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely chars")
+    p.add_argument(
+        "--top-p", type=float, default=None, help="sample only among the most likely chars adding up to p"
+    )
+    p.add_argument("--greedy", action="store_true", help="always take the most likely char")
+    p.add_argument(
+        "--num-samples", type=int, default=1, help="samples generated together, printed one after another"
+    )
+    p.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
+    p.add_argument("--skip-unknown", action="store_true", help="drop start characters the model never saw")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where to run")
+    p.add_argument(
+        "--no-verify", action="store_true", help="load weights whose sha256 does not match config.json"
+    )
+    p.set_defaults(handler=_generate)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="loss over a whole split of a text",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
+    p.add_argument("--data", default=None, help="text to evaluate on (default: the model's training text)")
+    p.add_argument("--split", choices=("val", "train", "all"), default="val", help="which part of the text")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where to run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_evaluate)
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="what a model is and how it was trained")
+    p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charnn",
+        description="Train character-level recurrent language models on any text and generate from them.",
+    )
+    from charnn import __version__
+
+    parser.add_argument("--version", action="version", version=f"charnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_generate, _add_evaluate, _add_info):
+        add(sub)
+    return parser
+
+
+_TRAIN_SETTINGS = sorted(MODEL_FIELDS | TRAIN_FIELDS)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import datetime
+
+    from charnn.train import train
+
+    out = args.out or f"runs/{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS}
+    result = train(
+        out, preset=args.preset, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, **settings
+    )
+    val = f", best val loss {result.val_loss:.4f} nats/char" if result.val_loss is not None else ""
+    print(
+        f"trained {result.steps} steps ({result.epochs:.2f} epochs, {result.chars_seen:,} chars) "
+        f"in {result.elapsed_s:.1f} s{val}; model in {result.run_dir / 'model'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from charnn.api import load
+    from charnn.sampling import SamplingConfig, clean_start, sample
+
+    cfg = SamplingConfig(
+        args.length, args.temperature, args.top_k, args.top_p, args.greedy, args.num_samples, args.seed
+    )
+    loaded = load(args.model, args.device, verify=not args.no_verify)
+    start = clean_start(loaded.vocab, args.start, args.skip_unknown)
+    rest: list[list[str]] = [[] for _ in range(cfg.num_samples - 1)]
+    out = sys.stdout
+    out.write(start)
+    out.flush()
+    for chars in sample(loaded.model, loaded.vocab, start, cfg):
+        out.write(chars[0])
+        out.flush()
+        for part, c in zip(rest, chars[1:], strict=True):
+            part.append(c)
+    for part in rest:
+        out.write(SEPARATOR + start + "".join(part))
+    out.write("\n")
+    out.flush()
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from charnn.api import evaluate
+
+    report = evaluate(args.model, args.data, args.split, args.device)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    c, w = report["carried"], report["windows"]
+    print(f"{report['split']} split of {report['data']}: {c['chars']:,} predicted chars")
+    for label, r in (
+        ("state carried through the split", c),
+        (f"from a zero state per {w['window']} chars", w),
+    ):
+        print(
+            f"  {label}: {r['nats_per_char']:.4f} nats/char  {r['bits_per_char']:.4f} bits/char  "
+            f"perplexity {r['perplexity']:.3f}"
+        )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from charnn.api import load
+
+    loaded = load(args.model)
+    report = {
+        "path": str(loaded.path),
+        "model": loaded.config.to_dict(),
+        "parameters": loaded.model.num_parameters(),
+        "vocab_size": len(loaded.vocab),
+        "vocab": "".join(loaded.vocab.chars),
+        "training": loaded.info.get("training", {}),
+    }
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    m = report["model"]
+    print(f"model      {report['path']}")
+    print(f"shape      {m['cell'].upper()} {m['layers']}x{m['hidden']}, embedding {m['embedding']}", end="")
+    print(f", dropout {m['dropout']}")
+    print(f"parameters {report['parameters']:,}")
+    print(f"vocabulary {report['vocab_size']} chars: {report['vocab']!r}")
+    for key, value in report["training"].items():
+        print(f"training   {key}: {value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except CharnnError as e:
+        print(f"charnn: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("charnn: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (e.g. `head`) went away: not an error of ours. Silence the flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except MemoryError:
+        print("charnn: error: out of memory; use a smaller model, batch or text", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if os.environ.get("CHARNN_DEBUG"):
+            raise
+        print(
+            f"charnn: internal error: {type(e).__name__}: {e} (set CHARNN_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

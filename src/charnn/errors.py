@@ -1,0 +1,27 @@
+"""Exceptions charnn raises for problems a user can fix; the CLI prints them as one line."""
+
+
+class CharnnError(Exception):
+    """A problem with the user's input, files or settings, with a message saying what to do."""
+
+    exit_code = 1
+
+
+class DataError(CharnnError):
+    """The corpus cannot be used: missing, empty, binary, badly encoded or too short."""
+
+
+class ModelFileError(CharnnError):
+    """A model or checkpoint on disk is missing, damaged or does not match its config."""
+
+
+class ConfigError(CharnnError):
+    """A setting is out of range or contradicts another one."""
+
+
+class RunDirError(CharnnError):
+    """The run folder cannot be used as asked (exists, locked, unwritable)."""
+
+
+class TrainingError(CharnnError):
+    """Training cannot go on (for example the loss became NaN)."""

@@ -1,0 +1,118 @@
+"""The model: Embedding -> stacked LSTM/GRU/RNN cells -> Linear, with the recurrent state in and out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from charnn.config import ModelConfig
+
+State = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class CellKind:
+    """How one kind of recurrent cell maps onto PyTorch's fused recurrent kernels."""
+
+    kernel: object
+    gates: int
+    biases: int  # 1 where the input and recurrent biases only ever appear summed (Keras keeps one)
+    states: int
+
+
+CELLS: dict[str, CellKind] = {
+    "lstm": CellKind(torch.lstm, gates=4, biases=1, states=2),
+    "gru": CellKind(torch.gru, gates=3, biases=2, states=1),
+    "rnn": CellKind(torch.rnn_tanh, gates=1, biases=1, states=1),
+}
+
+
+class Recurrent(nn.Module):
+    """Stacked recurrent layers run by PyTorch's fused kernel (oneDNN on CPU, cuDNN on CUDA).
+
+    LSTM and RNN layers keep a single bias per gate, as Keras does; the kernel's second bias is a
+    constant zero buffer, so the parameter count matches the tutorial's exactly.
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden: int, layers: int, dropout: float):
+        super().__init__()
+        self.kind = CELLS[cell]
+        self.hidden, self.layers, self.dropout = hidden, layers, dropout
+        width = self.kind.gates * hidden
+        for k in range(layers):
+            fan_in = input_size if k == 0 else hidden
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(width, fan_in)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(width, hidden)))
+            if self.kind.biases == 2:
+                self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.zeros(width)))
+                self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.zeros(width)))
+            else:
+                self.register_parameter(f"bias_l{k}", nn.Parameter(torch.zeros(width)))
+        self.register_buffer("zero_bias", torch.zeros(width), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Keras's initialisers: Glorot-uniform input, orthogonal recurrent weights, unit forget bias."""
+        for name, p in self.named_parameters():
+            if name.startswith("weight_ih"):
+                bound = math.sqrt(6.0 / (p.shape[0] + p.shape[1]))
+                nn.init.uniform_(p, -bound, bound)
+            elif name.startswith("weight_hh"):
+                nn.init.orthogonal_(p)
+            else:
+                nn.init.zeros_(p)
+                if self.kind.gates == 4:  # LSTM: forget gate starts open
+                    p.data[self.hidden : 2 * self.hidden] = 1.0
+
+    def flat_weights(self) -> list[Tensor]:
+        """Weights in the order the fused kernels take them: w_ih, w_hh, b_ih, b_hh per layer."""
+        out = []
+        for k in range(self.layers):
+            w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
+            if self.kind.biases == 2:
+                out += [w_ih, w_hh, getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")]
+            else:
+                out += [w_ih, w_hh, getattr(self, f"bias_l{k}"), self.zero_bias.to(w_ih.dtype)]
+        return out
+
+    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        hx = state if self.kind.states == 2 else state[0]
+        dropout = self.dropout if self.layers > 1 else 0.0
+        out, *new_state = self.kind.kernel(
+            x, hx, self.flat_weights(), True, self.layers, dropout, self.training, False, True
+        )
+        return out, tuple(new_state)
+
+
+class CharRNN(nn.Module):
+    """Embedding -> recurrent layers -> Linear over the vocabulary."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding)
+        self.rnn = Recurrent(config.cell, config.embedding, config.hidden, config.layers, config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+        nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
+        bound = math.sqrt(6.0 / (config.hidden + config.vocab_size))
+        nn.init.uniform_(self.head.weight, -bound, bound)
+        nn.init.zeros_(self.head.bias)
+
+    def init_state(self, batch_size: int) -> State:
+        """An all-zero recurrent state for `batch_size` sequences."""
+        w = self.embedding.weight
+        shape = (self.config.layers, batch_size, self.config.hidden)
+        return tuple(w.new_zeros(shape) for _ in range(self.rnn.kind.states))
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Logits (batch, time, vocab) for ids x (batch, time), and the state after the last step."""
+        if state is None:
+            state = self.init_state(x.shape[0])
+        out, state = self.rnn(self.embedding(x), state)
+        return self.head(out), state
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

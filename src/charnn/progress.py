@@ -1,0 +1,52 @@
+"""What a training run tells its user while it runs: a progress bar with ETA and the tutorial's log lines."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+
+class Reporter:
+    """A tqdm bar (steps, chars/s, ETA) on stderr with log lines printed above it; silent when quiet."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self._bar: tqdm | None = None
+
+    def start(self, total: int, initial: int) -> None:
+        if self.quiet:
+            return
+        self._bar = tqdm(
+            total=total or None,
+            initial=initial,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+        )
+
+    def set_total(self, total: int) -> None:
+        """Change the expected number of steps (when a time budget decides it)."""
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
+    def update(self, step: int, loss: float, chars_per_s: float) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"loss {loss:.4f}, {chars_per_s:,.0f} chars/s", refresh=False)
+            self._bar.update(step - self._bar.n)
+
+    def line(self, text: str) -> None:
+        """Print a line above the bar."""
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

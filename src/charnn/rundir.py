@@ -1,0 +1,99 @@
+"""The run folder: creating it safely, its fixed file names, and the metrics log."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from charnn.checkpoint import (
+    CHECKPOINTS_DIR,
+    MODEL_DIR,
+    atomic_write,
+    list_checkpoints,
+    read_json,
+    write_json,
+)
+from charnn.errors import RunDirError
+
+ARGS_FILE = "train_args.json"
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "loss.png"
+_RUN_MARKERS = (ARGS_FILE, MODEL_DIR, CHECKPOINTS_DIR, METRICS_FILE)
+
+
+class RunDir:
+    """Paths inside one run folder and the writes that are not checkpoints."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        self.model_dir = self.path / MODEL_DIR
+        self.args_path = self.path / ARGS_FILE
+        self.metrics_path = self.path / METRICS_FILE
+        self.plot_path = self.path / PLOT_FILE
+
+    def holds_run(self) -> bool:
+        return self.path.is_dir() and any((self.path / m).exists() for m in _RUN_MARKERS)
+
+    def checkpoints(self) -> list[Path]:
+        return list_checkpoints(self.path)
+
+    def prepare(self, resume: bool, overwrite: bool) -> None:
+        """Create the folder; refuse to train over an existing run unless resuming or told to overwrite."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path}: exists and is not a folder")
+        if resume:
+            if not self.holds_run() or not self.args_path.exists():
+                raise RunDirError(f"{self.path}: no run to resume here (no {ARGS_FILE}); drop --resume")
+            if not self.checkpoints():
+                raise RunDirError(f"{self.path}: no complete checkpoint to resume from; drop --resume")
+        elif self.holds_run():
+            if not overwrite:
+                raise RunDirError(
+                    f"{self.path}: already holds a run; "
+                    "pass --resume to continue it or --overwrite to replace it"
+                )
+            for marker in (*_RUN_MARKERS, PLOT_FILE):
+                target = self.path / marker
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"{self.path}: cannot create the run folder ({e.strerror or e})") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise RunDirError(f"{self.path}: the run folder is not writable")
+
+    def read_args(self) -> dict:
+        return read_json(self.args_path)
+
+    def write_args(self, args: dict) -> None:
+        write_json(self.args_path, args)
+
+    def append_metrics(self, record: dict) -> None:
+        """Add one JSON line to metrics.jsonl."""
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise RunDirError(f"{self.metrics_path}: cannot write ({e.strerror or e})") from None
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop metric lines after `last_step` (work lost since the checkpoint a run resumes from)."""
+        if not self.metrics_path.exists():
+            return
+        kept = [
+            line
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= last_step
+        ]
+        atomic_write(self.metrics_path, "".join(line + "\n" for line in kept).encode("utf-8"))
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]

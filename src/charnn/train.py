@@ -1,0 +1,72 @@
+"""Training entry point: resolve settings, read the corpus, prepare the run folder, run the loop."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from charnn.config import ModelConfig, TrainConfig, resolve_settings, resume_settings, settings_dict
+from charnn.data import SHAKESPEARE, load_corpus
+from charnn.progress import Reporter
+from charnn.rundir import RunDir
+
+COSINE_FLOOR = 0.1
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run reached."""
+
+    run_dir: Path
+    steps: int
+    epochs: float
+    chars_seen: int
+    train_loss: float
+    val_loss: float | None
+    elapsed_s: float
+    stopped_by: str
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warm-up, then constant or cosine to 10%."""
+    if cfg.warmup and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(total_steps - cfg.warmup, 1)
+    progress = min(max(step - cfg.warmup, 0) / span, 1.0)
+    return cfg.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(
+    out: str | Path,
+    *,
+    preset: str = "seed",
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    **settings,
+) -> TrainResult:
+    """Train a model into run folder `out`; `settings` are any ModelConfig/TrainConfig field names."""
+    from charnn.checkpoint import load_checkpoint
+    from charnn.trainer import Trainer
+
+    run = RunDir(out)
+    if resume:
+        run.prepare(resume=True, overwrite=False)
+        preset, model_settings, cfg = resume_settings(run.read_args(), settings)
+    else:
+        model_settings, cfg = resolve_settings(preset, settings)
+    if cfg.data != SHAKESPEARE:
+        cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
+    corpus = load_corpus(cfg.data, cfg.encoding)
+    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
+    if not resume:
+        run.prepare(resume=False, overwrite=overwrite)
+    trainer = Trainer(run, model_cfg, cfg, corpus, preset, Reporter(quiet))
+    if resume:
+        trainer.restore(load_checkpoint(run.checkpoints()[-1]))
+        run.truncate_metrics(trainer.step)
+    run.write_args(settings_dict(model_cfg, cfg, preset))
+    return trainer.run()

@@ -1,0 +1,425 @@
+"""The training loop: steps, validation, the best model, checkpoints, resume and clean stops."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import datetime
+import math
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charnn.checkpoint import Checkpoint, load_weights, save_checkpoint, save_model
+from charnn.config import ModelConfig, TrainConfig
+from charnn.data import Corpus, StreamBatches, WindowBatches, split
+from charnn.device import resolve_device, resolve_precision
+from charnn.errors import CharnnError, DataError, ModelFileError, TrainingError
+from charnn.evaluate import LossReport, loss_carried
+from charnn.model import CharRNN
+from charnn.plot import matplotlib_available, plot_losses
+from charnn.progress import Reporter
+from charnn.rundir import RunDir
+from charnn.train import TrainResult, lr_at
+
+_THROUGHPUT_PROBE_STEPS = 10
+
+
+class Stopped(CharnnError):
+    """Training was stopped by a signal after saving a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopSignals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _rng_state() -> dict:
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [
+            base64.b64encode(s.numpy().tobytes()).decode("ascii") for s in torch.cuda.get_rng_state_all()
+        ]
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        states = [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]]
+        torch.cuda.set_rng_state_all(states)
+
+
+class Trainer:
+    """Owns the model, optimizer, batches and loop state of one run."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        corpus: Corpus,
+        preset: str,
+        reporter: Reporter,
+    ):
+        self.rundir, self.cfg, self.corpus, self.preset, self.reporter = run, cfg, corpus, preset, reporter
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_precision(cfg.precision, self.device)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.model = CharRNN(model_cfg).to(self.device)
+        # On CPU, autocast does not reach the fused LSTM kernel, so low precision runs on a cast copy
+        # of the weights while the optimizer keeps updating the fp32 originals.
+        cast_copy = self.device.type == "cpu" and self.dtype != torch.float32
+        self.compute = copy.deepcopy(self.model).to(self.dtype) if cast_copy else self.model
+        self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        optim_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
+        self.optimizer = optim_cls(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        train_ids, self.val_ids = split(corpus.ids, cfg.val_fraction)
+        if cfg.val_fraction > 0 and len(self.val_ids) < cfg.seq_len + 1:
+            raise DataError(
+                f"{corpus.source}: the validation split holds {len(self.val_ids)} chars, fewer than one "
+                f"window of {cfg.seq_len + 1}; raise --val-fraction, use more text, or --val-fraction 0"
+            )
+        batches = StreamBatches if cfg.batching == "stream" else WindowBatches
+        self.batches = batches(train_ids, cfg.seq_len, cfg.batch_size, cfg.seed, corpus.source)
+        self.steps_per_epoch = self.batches.steps_per_epoch
+        limits = [cfg.max_steps, cfg.epoch_limit and cfg.epoch_limit * self.steps_per_epoch]
+        self.step_limit: int | None = min((x for x in limits if x), default=None)
+        self.planned_steps = self.step_limit or 0
+        self.step = 0
+        self.train_time = 0.0
+        self.best_val: float | None = None
+        self.best_step = 0
+        self.last_val: LossReport | None = None
+        self.last_loss = math.nan
+        self.carry: tuple[torch.Tensor, ...] | None = None
+        self._plot_note_shown = False
+
+    # ---- one step -------------------------------------------------------------------------------------
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        lr = lr_at(self.step, self.cfg, self.planned_steps or self.step + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+            logits, state = self.compute(x, self.carry)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+        if self.batches.carries_state:
+            self.carry = tuple(s.detach() for s in state)
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.compute is not self.model:
+            for master, low in zip(self.model.parameters(), self.compute.parameters(), strict=True):
+                master.grad = low.grad.float()
+                low.grad = None
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the loss became {value} at step {self.step + 1}; the last good checkpoint is kept. "
+                "Lower --lr, set --clip 1.0, or use --precision fp32"
+            )
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.compute is not self.model:
+            with torch.no_grad():
+                for master, low in zip(self.model.parameters(), self.compute.parameters(), strict=True):
+                    low.copy_(master)
+        return value, grad_norm
+
+    # ---- evaluation, saving -------------------------------------------------------------------------
+    def evaluate(self) -> LossReport | None:
+        """Exact validation loss of the fp32 weights over the whole validation split."""
+        if not len(self.val_ids):
+            return None
+        report = loss_carried(self.model, self.val_ids)
+        self.model.train()
+        return report
+
+    @property
+    def chars_seen(self) -> int:
+        return self.step * self.cfg.batch_size * self.cfg.seq_len
+
+    def training_summary(self) -> dict:
+        """The `training` section of model/config.json."""
+        return {
+            "preset": self.preset,
+            "data": self.corpus.source,
+            "data_sha256": self.corpus.sha256,
+            "encoding": self.cfg.encoding,
+            "val_fraction": self.cfg.val_fraction,
+            "seq_len": self.cfg.seq_len,
+            "steps": self.step,
+            "epochs": round(self.step / self.steps_per_epoch, 3),
+            "chars_seen": self.chars_seen,
+            "train_loss": self.last_loss,
+            "val_loss": self.last_val.nats if self.last_val else None,
+            "val_bits_per_char": self.last_val.bits if self.last_val else None,
+            "train_time_s": round(self.train_time, 2),
+            "device": str(self.device),
+            "precision": str(self.dtype).removeprefix("torch."),
+            "torch": torch.__version__,
+            "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+
+    def _after_eval(self, report: LossReport | None) -> None:
+        self.last_val = report
+        if report is None or self.best_val is None or report.nats < self.best_val:
+            self.best_val = report.nats if report else None
+            self.best_step = self.step
+            save_model(self.rundir.model_dir, self.model, self.corpus.vocab, self.training_summary())
+        if report is not None:
+            self.rundir.append_metrics(
+                {
+                    "step": self.step,
+                    "epoch": self.step / self.steps_per_epoch,
+                    "chars": self.chars_seen,
+                    "val_loss": report.nats,
+                    "val_bits_per_char": report.bits,
+                    "train_time_s": self.train_time,
+                }
+            )
+            self._plot()
+
+    def _plot(self) -> None:
+        if not matplotlib_available():
+            if not self._plot_note_shown:
+                self.reporter.line("note: loss.png not drawn; install matplotlib (pip install matplotlib)")
+                self._plot_note_shown = True
+            return
+        plot_losses(self.rundir.read_metrics(), self.rundir.plot_path)
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "epoch": self.step // self.steps_per_epoch,
+            "batch_in_epoch": self.step % self.steps_per_epoch,
+            "chars_seen": self.chars_seen,
+            "train_time_s": self.train_time,
+            "planned_steps": self.planned_steps,
+            "best_val_loss": self.best_val,
+            "best_step": self.best_step,
+            "last_loss": self.last_loss,
+            "corpus_sha256": self.corpus.sha256,
+            "model": self.model.config.to_dict(),
+            "train": asdict(self.cfg),
+            "rng": _rng_state(),
+        }
+        loop = {f"carry.{i}": s for i, s in enumerate(self.carry)} if self.carry else {}
+        path = save_checkpoint(self.rundir.path, self.step, self.model, self.optimizer, state, loop)
+        self._prune_checkpoints()
+        return path
+
+    def _prune_checkpoints(self) -> None:
+        found = self.rundir.checkpoints()
+        keep = {p for p in found[-self.cfg.keep :]}
+        keep |= {p for p in found if int(p.name[5:]) == self.best_step}
+        for p in found:
+            if p not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Continue exactly where checkpoint `ckpt` left off."""
+        state = ckpt.state
+        if state.get("corpus_sha256") != self.corpus.sha256:
+            raise ModelFileError(
+                f"{ckpt.path}: was trained on a different text than {self.corpus.source} (sha256 differs); "
+                "resume with the same --data or start a new run"
+            )
+        if state.get("model") != self.model.config.to_dict():
+            raise ModelFileError(f"{ckpt.path}: the model settings differ from this run's; start a new run")
+        load_weights(self.model, ckpt.weights, ckpt.path / "model.safetensors")
+        if self.compute is not self.model:
+            self.compute.load_state_dict({k: v.to(self.dtype) for k, v in self.model.state_dict().items()})
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.step = int(state["step"])
+        self.train_time = float(state["train_time_s"])
+        self.planned_steps = self.step_limit or int(state["planned_steps"])
+        self.best_val, self.best_step = state["best_val_loss"], int(state["best_step"])
+        self.last_loss = state["last_loss"]
+        carry = [ckpt.loop_tensors[f"carry.{i}"] for i in range(len(ckpt.loop_tensors))]
+        self.carry = tuple(t.to(self.device, self.dtype) for t in carry) if carry else None
+        _set_rng_state(state["rng"])
+
+    # ---- the loop -------------------------------------------------------------------------------------
+    def _stop_reason(self) -> str | None:
+        if self.step_limit is not None and self.step >= self.step_limit:
+            return "done"
+        if self.cfg.time_budget is not None and self.train_time >= self.cfg.time_budget:
+            return "time budget"
+        return None
+
+    def _plan_for_budget(self) -> None:
+        """Size the schedule to the time budget from the throughput measured so far."""
+        if self.cfg.time_budget is None or self.step < _THROUGHPUT_PROBE_STEPS:
+            return
+        estimate = int(self.cfg.time_budget * self.step / max(self.train_time, 1e-9))
+        self.planned_steps = min(estimate, self.step_limit) if self.step_limit else estimate
+        self.reporter.set_total(self.planned_steps)
+
+    def run(self) -> TrainResult:
+        signals = StopSignals()
+        with signals.installed():
+            return self._loop(signals)
+
+    def _loop(self, signals: StopSignals) -> TrainResult:
+        cfg, spe = self.cfg, self.steps_per_epoch
+        self.model.train()
+        self.compute.train()
+        self.reporter.start(self.step_limit or 0, self.step)
+        window_losses: list[float] = []
+        window_time, epoch_start, epoch_losses = 0.0, time.perf_counter(), []
+        evaluated_at = saved_at = self.step
+        reason = self._stop_reason()
+        try:
+            while reason is None:
+                epoch, index = divmod(self.step, spe)
+                if index == 0:
+                    self.carry = None
+                    epoch_start, epoch_losses = time.perf_counter(), []
+                x, y = self.batches.batch(epoch, index)
+                t0 = time.perf_counter()
+                loss, grad_norm = self._train_step(x, y)
+                step_time = time.perf_counter() - t0
+                self.train_time += step_time
+                window_time += step_time
+                self.step += 1
+                self.last_loss = loss
+                window_losses.append(loss)
+                epoch_losses.append(loss)
+                if (
+                    self.step in (_THROUGHPUT_PROBE_STEPS, _THROUGHPUT_PROBE_STEPS * 10)
+                    or self.step % 500 == 0
+                ):
+                    self._plan_for_budget()
+                chars_per_s = len(window_losses) * cfg.batch_size * cfg.seq_len / window_time
+                self.reporter.update(self.step, loss, chars_per_s)
+                if self.step % cfg.log_every == 0:
+                    self._log(epoch, window_losses, grad_norm, chars_per_s)
+                    window_losses, window_time = [], 0.0
+                end_of_epoch = self.step % spe == 0
+                reason = self._stop_reason()
+                if end_of_epoch or (cfg.eval_every and self.step % cfg.eval_every == 0) or reason:
+                    self._after_eval(self.evaluate())
+                    evaluated_at = self.step
+                if end_of_epoch:
+                    self._epoch_line(epoch, epoch_losses, time.perf_counter() - epoch_start)
+                if end_of_epoch or (cfg.save_every and self.step % cfg.save_every == 0) or reason:
+                    self.save_checkpoint()
+                    saved_at = self.step
+                if reason is None and signals.received is not None:
+                    reason = signal.Signals(signals.received).name
+        except KeyboardInterrupt:
+            reason = "SIGINT"
+        finally:
+            self.reporter.close()
+        if reason in ("SIGINT", "SIGTERM"):
+            return self._stopped_by_signal(reason, saved_at)
+        if evaluated_at != self.step or not self.rundir.model_dir.exists():
+            self._after_eval(self.evaluate())
+        if saved_at != self.step:
+            self.save_checkpoint()
+        return self._result(reason or "done")
+
+    def _stopped_by_signal(self, name: str, saved_at: int) -> TrainResult:
+        path = self.save_checkpoint() if saved_at != self.step else self.rundir.checkpoints()[-1]
+        if not self.rundir.model_dir.exists():
+            self._after_eval(self.evaluate())
+        code = 130 if name == "SIGINT" else 143
+        raise Stopped(
+            f"stopped by {name} at step {self.step}; checkpoint saved to {path}; "
+            f"continue with: charnn train --out {self.rundir.path} --resume",
+            code,
+        )
+
+    def _log(self, epoch: int, losses: list[float], grad_norm: float, chars_per_s: float) -> None:
+        mean = sum(losses) / len(losses)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.reporter.line(
+            f"Epoch {epoch + 1} Step {self.step} Loss {mean:.4f}  lr {lr:.2e}  {chars_per_s:,.0f} chars/s"
+        )
+        self.rundir.append_metrics(
+            {
+                "step": self.step,
+                "epoch": self.step / self.steps_per_epoch,
+                "chars": self.chars_seen,
+                "loss": mean,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "chars_per_s": chars_per_s,
+                "train_time_s": self.train_time,
+            }
+        )
+
+    def _epoch_line(self, epoch: int, losses: list[float], seconds: float) -> None:
+        mean = sum(losses) / max(len(losses), 1)
+        val = (
+            f"  val {self.last_val.nats:.4f} nats/char ({self.last_val.bits:.3f} bits)"
+            if self.last_val
+            else ""
+        )
+        self.reporter.line(f"Epoch {epoch + 1} Loss: {mean:.4f}{val}")
+        self.reporter.line(f"Time taken for 1 epoch {seconds:.2f} sec")
+
+    def _result(self, reason: str) -> TrainResult:
+        return TrainResult(
+            run_dir=self.rundir.path,
+            steps=self.step,
+            epochs=self.step / self.steps_per_epoch,
+            chars_seen=self.chars_seen,
+            train_loss=self.last_loss,
+            val_loss=self.best_val,
+            elapsed_s=self.train_time,
+            stopped_by=reason,
+        )
