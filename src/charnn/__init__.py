@@ -5,7 +5,8 @@
     print(charnn.generate("runs/demo", start="ROMEO: ", length=300, seed=1))
     print(charnn.evaluate("runs/demo")["nats_per_char"])
 
-Heavy modules (torch) load on first use, so `charnn --help` stays fast.
+Heavy modules (torch) load on first use, so `charnn --help` stays fast. `train` is imported
+eagerly because it shares its name with its module.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from charnn.train import TrainResult, train
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "train": "charnn.train",
-    "TrainResult": "charnn.train",
     "load": "charnn.api",
     "generate": "charnn.api",
     "evaluate": "charnn.api",
@@ -28,7 +29,7 @@ _EXPORTS = {
     "LoadedModel": "charnn.checkpoint",
     "CharRNN": "charnn.model",
     "Vocab": "charnn.vocab",
-    "LossReport": "charnn.evaluate",
+    "LossReport": "charnn.loss",
     "CharnnError": "charnn.errors",
 }
 
@@ -55,10 +56,9 @@ if TYPE_CHECKING:
     from charnn.checkpoint import LoadedModel
     from charnn.config import PRESETS, ModelConfig, TrainConfig
     from charnn.errors import CharnnError
-    from charnn.evaluate import LossReport
+    from charnn.loss import LossReport
     from charnn.model import CharRNN
     from charnn.sampling import SamplingConfig
-    from charnn.train import TrainResult, train
     from charnn.vocab import Vocab
 
 

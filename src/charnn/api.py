@@ -8,7 +8,7 @@ from charnn.checkpoint import LoadedModel, load_model
 from charnn.data import load_corpus, split
 from charnn.device import resolve_device
 from charnn.errors import ConfigError, DataError
-from charnn.evaluate import EVAL_WINDOW, loss_carried, loss_windows
+from charnn.loss import EVAL_WINDOW, loss_carried, loss_windows
 from charnn.sampling import SamplingConfig, clean_start, generate_texts
 
 SPLITS = ("val", "train", "all")

@@ -120,14 +120,13 @@ PRESETS: dict[str, dict] = {
         "schedule": "cosine",
         "warmup": 50,
         "clip": 1.0,
-        "max_steps": 600,
-        "eval_every": 200,
+        "max_steps": 1000,
     },
 }
 
 PRESET_HELP = {
     "seed": "the tutorial's model and loop: LSTM 1024, embedding 256, windows of 100, batch 64, 10 epochs",
-    "small": "LSTM 512, embedding 64, 600 steps, cosine schedule: Shakespeare-like text in ~2 min on 2 cores",
+    "small": "LSTM 512, embedding 64, 1000 steps, cosine LR: Shakespeare-like text in ~2 min on 2 cores",
 }
 
 MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}

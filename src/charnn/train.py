@@ -1,4 +1,4 @@
-"""Training entry point: resolve settings, read the corpus, prepare the run folder, run the loop."""
+"""The training entry point (settings, corpus, run folder, then the loop) and the LR schedule."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from charnn.config import ModelConfig, TrainConfig, resolve_settings, resume_settings, settings_dict
-from charnn.data import SHAKESPEARE, load_corpus
-from charnn.progress import Reporter
-from charnn.rundir import RunDir
 
 COSINE_FLOOR = 0.1
 
@@ -49,7 +46,11 @@ def train(
     **settings,
 ) -> TrainResult:
     """Train a model into run folder `out`; `settings` are any ModelConfig/TrainConfig field names."""
+    # Imported here so that `import charnn` stays light (torch loads on first use).
     from charnn.checkpoint import load_checkpoint
+    from charnn.data import SHAKESPEARE, load_corpus
+    from charnn.progress import Reporter
+    from charnn.rundir import RunDir
     from charnn.trainer import Trainer
 
     run = RunDir(out)
@@ -62,9 +63,9 @@ def train(
         cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
     corpus = load_corpus(cfg.data, cfg.encoding)
     model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
+    trainer = Trainer(run, model_cfg, cfg, corpus, preset, Reporter(quiet))
     if not resume:
         run.prepare(resume=False, overwrite=overwrite)
-    trainer = Trainer(run, model_cfg, cfg, corpus, preset, Reporter(quiet))
     if resume:
         trainer.restore(load_checkpoint(run.checkpoints()[-1]))
         run.truncate_metrics(trainer.step)

@@ -25,7 +25,7 @@ from charnn.config import ModelConfig, TrainConfig
 from charnn.data import Corpus, StreamBatches, WindowBatches, split
 from charnn.device import resolve_device, resolve_precision
 from charnn.errors import CharnnError, DataError, ModelFileError, TrainingError
-from charnn.evaluate import LossReport, loss_carried
+from charnn.loss import LossReport, loss_carried
 from charnn.model import CharRNN
 from charnn.plot import matplotlib_available, plot_losses
 from charnn.progress import Reporter
@@ -121,13 +121,13 @@ class Trainer:
         optim_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
         self.optimizer = optim_cls(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         train_ids, self.val_ids = split(corpus.ids, cfg.val_fraction)
+        batches = StreamBatches if cfg.batching == "stream" else WindowBatches
+        self.batches = batches(train_ids, cfg.seq_len, cfg.batch_size, cfg.seed, corpus.source)
         if cfg.val_fraction > 0 and len(self.val_ids) < cfg.seq_len + 1:
             raise DataError(
                 f"{corpus.source}: the validation split holds {len(self.val_ids)} chars, fewer than one "
                 f"window of {cfg.seq_len + 1}; raise --val-fraction, use more text, or --val-fraction 0"
             )
-        batches = StreamBatches if cfg.batching == "stream" else WindowBatches
-        self.batches = batches(train_ids, cfg.seq_len, cfg.batch_size, cfg.seed, corpus.source)
         self.steps_per_epoch = self.batches.steps_per_epoch
         limits = [cfg.max_steps, cfg.epoch_limit and cfg.epoch_limit * self.steps_per_epoch]
         self.step_limit: int | None = min((x for x in limits if x), default=None)

@@ -1,0 +1,74 @@
+"""Shared fixtures: small real corpora, tiny settings, and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+TINY = {"hidden": 32, "embedding": 16, "seq_len": 32, "batch_size": 8, "precision": "fp32", "log_every": 10}
+
+PARAGRAPH = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+    "All:\nResolved. resolved.\n\n"
+)
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    """A short English text file (about 20 KB)."""
+    path = tmp_path / "corpus.txt"
+    path.write_text(PARAGRAPH * 100, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained once for the whole session on a short text."""
+    import charnn
+
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "corpus.txt"
+    data.write_text(PARAGRAPH * 100, encoding="utf-8")
+    charnn.train(root / "run", data=str(data), max_steps=60, quiet=True, **TINY)
+    return root / "run"
+
+
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `python -m charnn ARGS` in a subprocess and capture its output as text."""
+    env = {k: v for k, v in os.environ.items() if k != "CHARNN_DEBUG"}
+    env["PYTHONIOENCODING"] = "utf-8"
+    return subprocess.run(
+        [sys.executable, "-m", "charnn", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=cwd,
+        timeout=timeout,
+        env=env,
+        input=stdin,
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *needles: str, code: int = 1) -> None:
+    """A user error: the given exit code, one stderr line starting 'charnn: error:', no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("charnn: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

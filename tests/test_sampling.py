@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+
+import charnn
+from charnn.errors import CharnnError, ConfigError
+from charnn.sampling import SamplingConfig, filter_logits, pick
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": 0},
+        {"temperature": -1},
+        {"temperature": math.nan},
+        {"length": -1},
+        {"length": 10**9},
+        {"top_k": 0},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"num_samples": 0},
+    ],
+)
+def test_bad_sampling_settings_are_refused(bad):
+    with pytest.raises(ConfigError):
+        SamplingConfig(**bad)
+
+
+def test_greedy_ignores_temperature():
+    SamplingConfig(temperature=0, greedy=True)
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(filter_logits(logits, SamplingConfig(top_k=2)))
+    assert kept.tolist() == [[False, True, False, True, False]]
+
+
+def test_top_p_keeps_the_smallest_nucleus_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    kept = torch.isfinite(filter_logits(probs.log(), SamplingConfig(top_p=0.7)))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(probs.log(), SamplingConfig(top_p=0.4)))
+    assert kept.tolist() == [[True, False, False, False]]
+
+
+def test_low_temperature_sharpens_the_distribution():
+    logits = torch.tensor([[0.0, 1.0]])
+    g = torch.Generator().manual_seed(0)
+    picks = [pick(logits, SamplingConfig(temperature=0.05), g).item() for _ in range(50)]
+    assert picks == [1] * 50
+
+
+def test_same_seed_same_text_and_different_seed_different_text(trained_run):
+    a = charnn.generate(trained_run, "First", 200, seed=7)
+    b = charnn.generate(trained_run, "First", 200, seed=7)
+    c = charnn.generate(trained_run, "First", 200, seed=8)
+    assert a == b and a != c
+    assert a.startswith("First") and len(a) == 205
+
+
+def test_num_samples_are_independent_and_reproducible(trained_run):
+    samples = charnn.generate(trained_run, "All:", 100, num_samples=4, seed=3)
+    assert len(samples) == 4 and len(set(samples)) == 4
+    assert samples == charnn.generate(trained_run, "All:", 100, num_samples=4, seed=3)
+
+
+def test_greedy_is_deterministic_without_a_seed(trained_run):
+    assert charnn.generate(trained_run, "A", 50, greedy=True) == charnn.generate(
+        trained_run, "A", 50, greedy=True
+    )
+
+
+def test_unknown_start_characters_are_named_or_skipped(trained_run):
+    with pytest.raises(CharnnError, match="'Z'"):
+        charnn.generate(trained_run, "Zebra", 10)
+    text = charnn.generate(trained_run, "Zest", 10, seed=1, skip_unknown=True)
+    assert text.startswith("est") and len(text) == 13
+
+
+def test_empty_start_begins_a_line(trained_run):
+    text = charnn.generate(trained_run, "", 30, seed=1)
+    assert len(text) == 30

@@ -1,0 +1,182 @@
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import charnn
+from charnn.config import TrainConfig, parse_duration, resolve_settings
+from charnn.errors import ConfigError, DataError, RunDirError
+from charnn.train import lr_at
+from conftest import TINY
+
+
+def weights(run):
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def test_run_folder_has_the_documented_layout(trained_run):
+    names = sorted(p.name for p in trained_run.iterdir())
+    assert names == ["checkpoints", "loss.png", "metrics.jsonl", "model", "train_args.json"]
+    assert sorted(p.name for p in (trained_run / "model").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+    ]
+    checkpoints = sorted((trained_run / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["step-000000059", "step-000000060"]  # end of epoch 1, end of run
+    for ckpt in checkpoints:
+        files = sorted(p.name for p in ckpt.iterdir())
+        assert files == ["model.safetensors", "optimizer.safetensors", "state.json"]
+    args = json.loads((trained_run / "train_args.json").read_text())
+    assert args["train"]["lr"] == 1e-3 and args["train"]["seq_len"] == 32 and args["model"]["hidden"] == 32
+    assert set(args["train"]) == set(TrainConfig.__dataclass_fields__)
+    lines = [json.loads(x) for x in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in x for x in lines) and any("loss" in x and "chars_per_s" in x for x in lines)
+
+
+def test_tiny_model_overfits_a_short_text(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    (tmp_path / "fox.txt").write_text(text)
+    result = charnn.train(
+        tmp_path / "run",
+        data=str(tmp_path / "fox.txt"),
+        hidden=64,
+        embedding=16,
+        seq_len=20,
+        batch_size=8,
+        lr=1e-2,
+        max_steps=150,
+        val_fraction=0.2,
+        precision="fp32",
+        quiet=True,
+    )
+    assert result.train_loss < 0.1
+    assert result.val_loss < 0.1
+    assert charnn.generate(tmp_path / "run", "the quick", 39, greedy=True) == (
+        "the quick brown fox jumps over the lazy dog. the"
+    )
+
+
+def test_same_seed_gives_identical_weights(tmp_path, corpus_file):
+    for name in ("a", "b"):
+        charnn.train(tmp_path / name, data=str(corpus_file), max_steps=12, quiet=True, **TINY)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    charnn.train(tmp_path / "c", data=str(corpus_file), max_steps=12, quiet=True, seed=5, **TINY)
+    c = weights(tmp_path / "c")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("batching", ["windows", "stream"])
+def test_resume_continues_bit_for_bit(tmp_path, corpus_file, batching):
+    common = dict(data=str(corpus_file), batching=batching, dropout=0.1, layers=2, quiet=True, **TINY)
+    charnn.train(tmp_path / "straight", max_steps=20, **common)
+    charnn.train(tmp_path / "split", max_steps=9, **common)
+    result = charnn.train(tmp_path / "split", resume=True, max_steps=20, quiet=True)
+    assert result.steps == 20
+    a = load_file(str(tmp_path / "straight/checkpoints/step-000000020/model.safetensors"))
+    b = load_file(str(tmp_path / "split/checkpoints/step-000000020/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings_but_allows_new_stopping_point(tmp_path, corpus_file):
+    charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=5, quiet=True, **TINY)
+    with pytest.raises(ConfigError, match="lr 0.001 -> 0.01"):
+        charnn.train(tmp_path / "run", resume=True, lr=0.01, quiet=True)
+    assert charnn.train(tmp_path / "run", resume=True, max_steps=8, quiet=True).steps == 8
+
+
+def test_existing_run_is_not_overwritten_by_accident(tmp_path, corpus_file):
+    charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=3, quiet=True, **TINY)
+    before = (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
+    with pytest.raises(RunDirError, match="--resume.*--overwrite"):
+        charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=3, quiet=True, **TINY)
+    assert (tmp_path / "run" / "model" / "model.safetensors").read_bytes() == before
+    charnn.train(
+        tmp_path / "run", data=str(corpus_file), max_steps=3, overwrite=True, seed=1, quiet=True, **TINY
+    )
+    assert (tmp_path / "run" / "model" / "model.safetensors").read_bytes() != before
+
+
+def test_best_model_is_kept_by_validation_loss(tmp_path, corpus_file):
+    charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=40, eval_every=10, lr=0.05, quiet=True,
+                 **{**TINY, "log_every": 5})  # fmt: skip
+    evals = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in evals if "val_loss" in e]
+    best = min(evals, key=lambda e: e["val_loss"])
+    info = json.loads((tmp_path / "run/model/config.json").read_text())
+    assert info["training"]["steps"] == best["step"]
+    assert info["training"]["val_loss"] == pytest.approx(best["val_loss"])
+
+
+def test_epochs_default_to_ten_and_checkpoint_once_per_epoch(tmp_path):
+    text = "abcdefghij" * 120  # 1200 chars: 1080 train -> 32 windows of 33 -> 4 batches of 8
+    (tmp_path / "t.txt").write_text(text)
+    result = charnn.train(tmp_path / "run", data=str(tmp_path / "t.txt"), quiet=True, keep=100, **TINY)
+    assert result.steps == 40 and result.epochs == 10
+    steps = sorted(int(p.name[5:]) for p in (tmp_path / "run/checkpoints").iterdir())
+    assert steps == list(range(4, 41, 4))
+
+
+def test_keep_limits_checkpoints_but_never_drops_the_best(tmp_path, corpus_file):
+    charnn.train(
+        tmp_path / "run", data=str(corpus_file), max_steps=30, save_every=5, keep=2, quiet=True, **TINY
+    )
+    names = sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir())
+    best = json.loads((tmp_path / "run/model/config.json").read_text())["training"]["steps"]
+    assert names[-2:] == ["step-000000025", "step-000000030"]
+    assert f"step-{best:09d}" in names and len(names) <= 3
+
+
+def test_too_short_corpus_and_tiny_validation_split_are_explained(tmp_path):
+    (tmp_path / "short.txt").write_text("hello world\n" * 5)
+    with pytest.raises(DataError, match="one batch needs"):
+        charnn.train(tmp_path / "run", data=str(tmp_path / "short.txt"), quiet=True)
+    assert not (tmp_path / "run").exists()  # nothing created for a run that could not start
+    (tmp_path / "mid.txt").write_text("hello world\n" * 20)
+    with pytest.raises(DataError, match="validation split holds"):
+        charnn.train(
+            tmp_path / "run", data=str(tmp_path / "mid.txt"), quiet=True, **{**TINY, "batch_size": 2}
+        )
+
+
+def test_learning_rate_schedules():
+    constant = TrainConfig(lr=1.0)
+    assert lr_at(0, constant, 100) == lr_at(99, constant, 100) == 1.0
+    warm = TrainConfig(lr=1.0, warmup=10, schedule="cosine")
+    assert lr_at(0, warm, 110) == pytest.approx(0.1)
+    assert lr_at(9, warm, 110) == pytest.approx(1.0)
+    assert lr_at(60, warm, 110) == pytest.approx(0.55)
+    assert lr_at(110, warm, 110) == pytest.approx(0.1)
+    assert lr_at(500, warm, 110) == pytest.approx(0.1)
+
+
+def test_presets_and_overrides():
+    model, cfg = resolve_settings("seed", {})
+    assert model == {} and cfg == TrainConfig()
+    assert cfg.epoch_limit == 10
+    model, cfg = resolve_settings("small", {"hidden": 128, "lr": None})
+    assert model["hidden"] == 128 and cfg.lr == 3e-3
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_settings("huge", {})
+    with pytest.raises(ConfigError, match="--hidden|hidden"):
+        resolve_settings("seed", {"hidden": -3})
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("2h", 7200), ("1.5", 1.5)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "ten minutes", "0m", "-5s", "5d"])
+def test_bad_durations(bad):
+    with pytest.raises(ConfigError):
+        parse_duration(bad)
+
+
+def test_time_budget_stops_training(tmp_path, corpus_file):
+    result = charnn.train(tmp_path / "run", data=str(corpus_file), time_budget=1.0, quiet=True, **TINY)
+    assert result.stopped_by == "time budget"
+    assert 1.0 <= result.elapsed_s < 3.0 and math.isfinite(result.train_loss)
