@@ -78,9 +78,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="passes over the training text (default: 10 unless --max-steps or --time-budget)",
     )
-    stop.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    stop.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (default: none)")
     g.add_argument(
-        "--time-budget", type=_duration, help="stop after this much training time, e.g. 90s, 10m, 2h"
+        "--time-budget", type=_duration, help="stop after this much training time, e.g. 90s, 10m, 2h (default: none)"
     )
     g.add_argument("--lr", type=float, help="Adam learning rate " + _default("lr"))
     g.add_argument(
