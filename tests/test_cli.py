@@ -29,8 +29,19 @@ TINY_FLAGS = [
 def cli_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     (root / "corpus.txt").write_text("All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved.\n\n" * 200)
-    result = run_cli("train", "--data", "corpus.txt", "--out", "run", "--epochs", "1", "--log-every", "10",
-                     *TINY_FLAGS, cwd=root)  # fmt: skip
+    result = run_cli(
+        "train",
+        "--data",
+        "corpus.txt",
+        "--out",
+        "run",
+        "--epochs",
+        "1",
+        "--log-every",
+        "10",
+        *TINY_FLAGS,
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr
     return root, result
 
@@ -53,8 +64,19 @@ def test_generate_streams_text_reproducibly(cli_run):
 
 def test_generate_several_samples_with_separators(cli_run):
     root, _ = cli_run
-    result = run_cli("generate", "run/model", "--length", "50", "--num-samples", "3", "--top-k", "5", "--seed", "2",
-                     cwd=root)  # fmt: skip
+    result = run_cli(
+        "generate",
+        "run/model",
+        "--length",
+        "50",
+        "--num-samples",
+        "3",
+        "--top-k",
+        "5",
+        "--seed",
+        "2",
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("-" * 40) == 2
 
@@ -134,8 +156,21 @@ def test_unknown_flag_is_a_usage_error(cli_run):
 
 def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     (tmp_path / "corpus.txt").write_text("a quick brown fox jumps over the lazy dog\n" * 3000)
-    cmd = [sys.executable, "-m", "charnn", "train", "--data", "corpus.txt", "--out", "run", "--max-steps", "100000",
-           "--log-every", "1", *TINY_FLAGS]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "charnn",
+        "train",
+        "--data",
+        "corpus.txt",
+        "--out",
+        "run",
+        "--max-steps",
+        "100000",
+        "--log-every",
+        "1",
+        *TINY_FLAGS,
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until training is really under way

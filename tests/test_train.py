@@ -101,8 +101,15 @@ def test_existing_run_is_not_overwritten_by_accident(tmp_path, corpus_file):
 
 
 def test_best_model_is_kept_by_validation_loss(tmp_path, corpus_file):
-    charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=40, eval_every=10, lr=0.05, quiet=True,
-                 **{**TINY, "log_every": 5})  # fmt: skip
+    charnn.train(
+        tmp_path / "run",
+        data=str(corpus_file),
+        max_steps=40,
+        eval_every=10,
+        lr=0.05,
+        quiet=True,
+        **{**TINY, "log_every": 5},
+    )
     evals = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     evals = [e for e in evals if "val_loss" in e]
     best = min(evals, key=lambda e: e["val_loss"])

@@ -80,7 +80,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     stop.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (default: none)")
     g.add_argument(
-        "--time-budget", type=_duration, help="stop after this much training time, e.g. 90s, 10m, 2h (default: none)"
+        "--time-budget",
+        type=_duration,
+        help="stop after this much training time, e.g. 90s, 10m, 2h (default: none)",
     )
     g.add_argument("--lr", type=float, help="Adam learning rate " + _default("lr"))
     g.add_argument(

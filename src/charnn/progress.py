@@ -23,6 +23,8 @@ class Reporter:
             unit="step",
             dynamic_ncols=True,
             file=sys.stderr,
+            # In a log file every redraw is kept, so redraw rarely there.
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
         )
 
