@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,45 +16,14 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from charnn.errors import CharnnError, ModelFileError, RunDirError
+from charnn.errors import CharnnError, ModelFileError
+from charnn.fileio import write_folder
 from charnn.model import CharRNN, ModelConfig
 from charnn.vocab import Vocab
 
 FORMAT_VERSION = 1
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
-
-
-def _write_error(path: Path, e: OSError) -> RunDirError:
-    return RunDirError(f"{path}: cannot write ({e.strerror or e}); files saved before are untouched")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise _write_error(path, e) from None
-
-
-def write_json(path: Path, obj: object) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def read_json(path: Path) -> dict:
@@ -70,31 +37,6 @@ def read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ModelFileError(f"{path}: expected a JSON object")
     return data
-
-
-def _write_folder(final: Path, files: dict[str, bytes]) -> None:
-    """Create folder `final` holding `files`, replacing any old one only once the new one is complete."""
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name, data in files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        fsync_dir(tmp)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not final.exists():
-            os.replace(old, final)
-        raise _write_error(final, e) from None
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _fp32_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -115,7 +57,7 @@ def save_model(directory: Path, model: CharRNN, vocab: Vocab, training: dict) ->
         "vocab.json": vocab.to_json().encode("utf-8"),
         "config.json": (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
     }
-    _write_folder(Path(directory), files)
+    write_folder(Path(directory), files)
 
 
 @dataclass
@@ -290,7 +232,7 @@ def save_checkpoint(
         "optimizer.safetensors": opt_bytes,
         "state.json": (json.dumps(full_state, indent=1) + "\n").encode("utf-8"),
     }
-    _write_folder(final, files)
+    write_folder(final, files)
     return final
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from charnn.checkpoint import atomic_write
+from charnn.fileio import atomic_write
 
 
 def matplotlib_available() -> bool:

@@ -7,15 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from charnn.checkpoint import (
-    CHECKPOINTS_DIR,
-    MODEL_DIR,
-    atomic_write,
-    list_checkpoints,
-    read_json,
-    write_json,
-)
+from charnn.checkpoint import CHECKPOINTS_DIR, MODEL_DIR, list_checkpoints, read_json
 from charnn.errors import RunDirError
+from charnn.fileio import atomic_write, write_json
 
 ARGS_FILE = "train_args.json"
 METRICS_FILE = "metrics.jsonl"

@@ -40,6 +40,13 @@ class Vocab:
     def _code_points(self) -> np.ndarray:
         return np.array([ord(c) for c in self.chars], dtype=np.uint32)
 
+    @cached_property
+    def _lookup(self) -> np.ndarray:
+        """Id of every code point up to the largest in the vocabulary; -1 where not in it."""
+        table = np.full(int(self._code_points.max()) + 1, -1, dtype=np.int32)
+        table[self._code_points] = np.arange(len(self), dtype=np.int32)
+        return table
+
     @property
     def dtype(self) -> np.dtype:
         """The smallest unsigned integer type that holds every id."""
@@ -59,9 +66,10 @@ class Vocab:
             codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         except UnicodeEncodeError:
             raise ConfigError("text holds an unpaired surrogate, which is not a character") from None
-        ids = np.searchsorted(self._code_points, codes)
-        ids_clipped = np.minimum(ids, len(self) - 1)
-        if not np.array_equal(self._code_points[ids_clipped], codes):
+        table = self._lookup
+        in_range = codes.size == 0 or int(codes.max()) < len(table)
+        ids = table[codes] if in_range else np.full(len(codes), -1, dtype=np.int32)
+        if ids.size and int(ids.min()) < 0:
             missing = ", ".join(repr(c) for c in self.unknown(text)[:10])
             raise ConfigError(f"characters not in the model's vocabulary: {missing}")
         return ids.astype(self.dtype)
