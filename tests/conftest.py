@@ -12,6 +12,13 @@ import torch
 
 torch.set_num_threads(2)
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep encoded corpora and downloads of the tests (and their subprocesses) out of the user's cache."""
+    os.environ["CHARNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
 TINY = {"hidden": 32, "embedding": 16, "seq_len": 32, "batch_size": 8, "precision": "fp32", "log_every": 10}
 
 PARAGRAPH = (

@@ -9,10 +9,10 @@ from charnn.data import (
     StreamBatches,
     WindowBatches,
     load_corpus,
-    looks_binary,
     split,
 )
 from charnn.errors import DataError
+from charnn.textfiles import looks_binary
 
 
 def test_builtin_shakespeare_is_the_tutorial_corpus():

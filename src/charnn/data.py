@@ -1,4 +1,4 @@
-"""Corpora: reading text (built-in Shakespeare, a file or a folder), the validation split, and batches."""
+"""Corpora (built-in Shakespeare, a file, a folder or a URL) encoded to ids; the validation split; batches."""
 
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ import numpy as np
 import torch
 
 from charnn.errors import ConfigError, DataError
+from charnn.textfiles import check_text_file, iter_text, list_text_files
 from charnn.vocab import Vocab
 
 SHAKESPEARE = "shakespeare"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-_CONTROL_BYTES = np.array([b for b in range(32) if b not in (9, 10, 12, 13)] + [127], dtype=np.uint8)
-_MAX_CONTROL_SHARE = 0.05
-_WIDE_ENCODINGS = ("utf-16", "utf-32", "utf_16", "utf_32", "utf16", "utf32")
+BIG_CORPUS_BYTES = 64 << 20  # above this, a corpus is encoded to a memory-mapped cache, not read into memory
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """A text encoded to ids with its vocabulary, and where it came from."""
+    """A text encoded to ids (in memory or memory-mapped) with its vocabulary, and where it came from."""
 
     ids: np.ndarray
     vocab: Vocab
@@ -36,32 +35,70 @@ class Corpus:
 
 
 def load_corpus(source: str = SHAKESPEARE, encoding: str = "utf-8", vocab: Vocab | None = None) -> Corpus:
-    """Read `source` (`shakespeare`, a file or a folder) and encode it with `vocab` (default: its own)."""
-    text, name, files, skipped = read_source(source, encoding)
+    """Read `source` (`shakespeare`, a file, a folder or a URL); encode it with `vocab` (default: its own)."""
+    if source == SHAKESPEARE:
+        text, name, files, skipped, folder = _read_shakespeare(), SHAKESPEARE, [], [], False
+    else:
+        name, files, skipped, folder = _find_files(source, encoding)
+        if sum(p.stat().st_size for p in files) > BIG_CORPUS_BYTES:
+            from charnn.corpus_cache import encoded_corpus
+
+            ids, own, digest = encoded_corpus(files, encoding, folder)
+            ids = ids if vocab is None or own == vocab else _recode(ids, own, vocab, name)
+            return Corpus(ids, vocab or own, name, digest, tuple(map(str, files)), tuple(map(str, skipped)))
+        text = "".join(iter_text(files, encoding, folder))
     if not text:
         raise DataError(f"{name}: the corpus is empty")
     if vocab is None:
         vocab = Vocab.from_text(text)
     else:
-        unknown = vocab.unknown(text)
-        if unknown:
-            shown = " ".join(repr(c) for c in unknown[:10])
-            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-            raise DataError(f"{name}: {len(unknown)} characters not in the model's vocabulary: {shown}{more}")
+        _check_known(vocab.unknown(text), name)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Corpus(vocab.encode(text), vocab, name, digest, tuple(files), tuple(skipped))
+    return Corpus(vocab.encode(text), vocab, name, digest, tuple(map(str, files)), tuple(map(str, skipped)))
 
 
-def read_source(source: str, encoding: str = "utf-8") -> tuple[str, str, list[str], list[str]]:
-    """The text of a source, its display name, the files read and the files skipped as binary."""
-    if source == SHAKESPEARE:
-        return _read_shakespeare(), SHAKESPEARE, [SHAKESPEARE], []
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def canonical_source(source: str) -> str:
+    """`shakespeare` and URLs as they are; a path made absolute, so a run can be resumed from anywhere."""
+    if source == SHAKESPEARE or is_url(source):
+        return source
+    return str(Path(source).expanduser().resolve())
+
+
+def _check_known(unknown: list[str], name: str) -> None:
+    if unknown:
+        shown = " ".join(repr(c) for c in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise DataError(f"{name}: {len(unknown)} characters not in the model's vocabulary: {shown}{more}")
+
+
+def _recode(ids: np.ndarray, own: Vocab, vocab: Vocab, name: str) -> np.ndarray:
+    """Ids of a corpus in its own vocabulary, translated to those of `vocab` (which must hold every char)."""
+    _check_known(sorted(set(own.chars) - set(vocab.chars)), name)
+    return vocab.encode("".join(own.chars))[ids]
+
+
+def _find_files(source: str, encoding: str) -> tuple[str, list[Path], list[Path], bool]:
+    """Display name, files to read, files skipped as binary, and whether the source is a folder."""
+    if is_url(source):
+        from charnn.download import fetch
+
+        path = fetch(source)
+        check_text_file(path, encoding)
+        return source, [path], [], False
     path = Path(source).expanduser()
     if path.is_dir():
-        return _read_folder(path, encoding)
+        files, skipped = list_text_files(path, encoding)
+        if not files or not any(p.stat().st_size for p in files):
+            raise DataError(f"{path}: the folder holds no non-empty text files")
+        return str(path.resolve()), files, skipped, True
     if not path.exists():
-        raise DataError(f"{source}: no such file or folder (use a path, a folder or 'shakespeare')")
-    return read_text_file(path, encoding), str(path.resolve()), [str(path.resolve())], []
+        raise DataError(f"{source}: no such file or folder (use a path, a folder, a URL or 'shakespeare')")
+    check_text_file(path, encoding)
+    return str(path.resolve()), [path], [], False
 
 
 def _read_shakespeare() -> str:
@@ -69,73 +106,6 @@ def _read_shakespeare() -> str:
     if hashlib.sha256(raw).hexdigest() != SHAKESPEARE_SHA256:
         raise DataError("the built-in tiny Shakespeare is damaged (sha256 mismatch); reinstall charnn")
     return raw.decode("utf-8")
-
-
-def _read_folder(root: Path, encoding: str) -> tuple[str, str, list[str], list[str]]:
-    paths = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-    texts, used, skipped = [], [], []
-    for p in paths:
-        raw = _read_bytes(p)
-        if not _is_wide(encoding) and looks_binary(raw):
-            skipped.append(str(p))
-            continue
-        text = decode_text(raw, p, encoding)
-        if text:
-            texts.append(text if text.endswith("\n") else text + "\n")
-            used.append(str(p))
-    if not used:
-        raise DataError(f"{root}: the folder holds no non-empty text files")
-    return "".join(texts), str(root.resolve()), used, skipped
-
-
-def read_text_file(path: Path, encoding: str = "utf-8") -> str:
-    """The text of one file; raises DataError for binary or undecodable content."""
-    raw = _read_bytes(path)
-    if not _is_wide(encoding) and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{path}: the file is UTF-16 encoded; pass --encoding utf-16")
-    if not _is_wide(encoding) and looks_binary(raw):
-        raise DataError(f"{path}: looks like a binary file (NUL bytes or many control characters), not text")
-    return decode_text(raw, path, encoding)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from None
-
-
-def _is_wide(encoding: str) -> bool:
-    return encoding.lower().startswith(_WIDE_ENCODINGS)
-
-
-def looks_binary(raw: bytes) -> bool:
-    """True when the bytes hold a NUL or more than 5% control characters other than whitespace."""
-    if b"\x00" in raw:
-        return True
-    sample = np.frombuffer(raw[: 1 << 20], dtype=np.uint8)
-    if sample.size == 0:
-        return False
-    return np.isin(sample, _CONTROL_BYTES).mean() > _MAX_CONTROL_SHARE
-
-
-def decode_text(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
-    """Decode bytes, drop a byte-order mark and turn CRLF line ends into LF."""
-    try:
-        text = raw.decode(encoding)
-    except LookupError:
-        raise ConfigError(f"unknown text encoding {encoding!r} (try utf-8 or latin-1)") from None
-    except UnicodeDecodeError as e:
-        bad = raw[e.start : e.start + 1].hex()
-        raise DataError(
-            f"{path}: not valid {encoding} at byte {e.start} (0x{bad}); "
-            "if the file uses another encoding, pass it, e.g. --encoding latin-1"
-        ) from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n")
 
 
 def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

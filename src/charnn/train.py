@@ -48,7 +48,7 @@ def train(
     """Train a model into run folder `out`; `settings` are any ModelConfig/TrainConfig field names."""
     # Imported here so that `import charnn` stays light (torch loads on first use).
     from charnn.checkpoint import load_checkpoint
-    from charnn.data import SHAKESPEARE, load_corpus
+    from charnn.data import canonical_source, load_corpus
     from charnn.progress import Reporter
     from charnn.rundir import RunDir
     from charnn.trainer import Trainer
@@ -59,8 +59,7 @@ def train(
         preset, model_settings, cfg = resume_settings(run.read_args(), settings)
     else:
         model_settings, cfg = resolve_settings(preset, settings)
-    if cfg.data != SHAKESPEARE:
-        cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
+    cfg = replace(cfg, data=canonical_source(cfg.data))
     corpus = load_corpus(cfg.data, cfg.encoding)
     model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
     trainer = Trainer(run, model_cfg, cfg, corpus, preset, Reporter(quiet))

@@ -1,0 +1,106 @@
+"""Big corpora: text encoded once, chunk by chunk, to an array of ids on disk, memory-mapped after that.
+
+The cache lives in the user cache folder (or $CHARNN_CACHE_DIR): for each set of files an `.ids` array and a
+small JSON (vocabulary, sha256 of the text, length, and the files' sizes and modification times). It is
+reused while the files are unchanged and rebuilt when any of them changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from charnn.errors import DataError
+from charnn.fileio import atomic_write, fsync_dir, write_error
+from charnn.textfiles import iter_text
+from charnn.vocab import Vocab
+
+CACHE_VERSION = 1
+
+
+def cache_root() -> Path:
+    """Where charnn keeps encoded corpora and downloads."""
+    env = os.environ.get("CHARNN_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("charnn"))
+
+
+def _signature(files: list[Path], encoding: str, folder: bool) -> list:
+    stats = [(str(p.resolve()), p.stat()) for p in files]
+    return [CACHE_VERSION, encoding, folder, [[name, st.st_size, st.st_mtime_ns] for name, st in stats]]
+
+
+def encoded_corpus(files: list[Path], encoding: str, folder: bool) -> tuple[np.ndarray, Vocab, str]:
+    """Memory-mapped ids, vocabulary and text sha256 of the files read one after another (cached)."""
+    signature = _signature(files, encoding, folder)
+    key = hashlib.sha256(json.dumps([signature[1:3], [s[0] for s in signature[3]]]).encode()).hexdigest()[:24]
+    cache = cache_root() / "corpora"
+    meta_path, ids_path = cache / f"{key}.json", cache / f"{key}.ids"
+    meta = _valid_meta(meta_path, ids_path, signature)
+    if meta is None:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(cache, e) from None
+        meta = _build(files, encoding, folder, signature, ids_path, meta_path)
+    if meta["length"] == 0:
+        raise DataError(f"{files[0]}: the corpus is empty")
+    ids = np.memmap(ids_path, dtype=meta["dtype"], mode="r", shape=(meta["length"],))
+    return ids, Vocab(tuple(meta["chars"])), meta["sha256"]
+
+
+def _valid_meta(meta_path: Path, ids_path: Path, signature: list) -> dict | None:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        size = ids_path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if meta.get("signature") != signature or size != meta["length"] * np.dtype(meta["dtype"]).itemsize:
+        return None
+    return meta
+
+
+def _build(
+    files: list[Path],
+    encoding: str,
+    folder: bool,
+    signature: list,
+    ids_path: Path,
+    meta_path: Path,
+) -> dict:
+    """Two streaming passes: the vocabulary and hash, then the ids."""
+    chars: set[str] = set()
+    digest = hashlib.sha256()
+    length = 0
+    for text in iter_text(files, encoding, folder):
+        chars.update(text)
+        digest.update(text.encode("utf-8"))
+        length += len(text)
+    meta = {"signature": signature, "length": length, "sha256": digest.hexdigest(), "chars": sorted(chars)}
+    if not length:
+        meta["dtype"] = "uint8"
+        ids_path.write_bytes(b"")
+        return meta
+    vocab = Vocab(tuple(meta["chars"]))
+    meta["dtype"] = vocab.dtype.name
+    tmp = ids_path.with_name(f".{ids_path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            for text in iter_text(files, encoding, folder):
+                f.write(vocab.encode(text).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, ids_path)
+        fsync_dir(ids_path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_error(ids_path, e) from None
+    atomic_write(meta_path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+    return meta

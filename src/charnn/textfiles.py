@@ -1,0 +1,114 @@
+"""Reading text files: finding them, refusing binary ones, decoding in chunks, normalising line ends.
+
+Every corpus is read through `iter_text`, small or large, so all share the same rules: a byte-order mark
+is dropped, CRLF becomes LF, and in a folder each file that does not end with a newline gets one.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from charnn.errors import ConfigError, DataError
+
+CHUNK_BYTES = 16 << 20
+_SNIFF_BYTES = 1 << 20
+_CONTROL_BYTES = np.array([b for b in range(32) if b not in (9, 10, 12, 13)] + [127], dtype=np.uint8)
+_MAX_CONTROL_SHARE = 0.05
+
+
+def is_wide(encoding: str) -> bool:
+    """True for UTF-16/UTF-32, where NUL bytes are normal."""
+    return encoding.lower().replace("_", "-").startswith(("utf-16", "utf-32", "utf16", "utf32"))
+
+
+def looks_binary(raw: bytes) -> bool:
+    """True when the bytes hold a NUL or more than 5% control characters other than whitespace."""
+    if b"\x00" in raw:
+        return True
+    sample = np.frombuffer(raw[:_SNIFF_BYTES], dtype=np.uint8)
+    return bool(sample.size) and np.isin(sample, _CONTROL_BYTES).mean() > _MAX_CONTROL_SHARE
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(_SNIFF_BYTES)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from None
+
+
+def list_text_files(root: Path, encoding: str) -> tuple[list[Path], list[Path]]:
+    """Non-hidden files under `root`, sorted by path: those that look like text, and those skipped."""
+    paths = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if is_wide(encoding):
+        return paths, []
+    text = [p for p in paths if not looks_binary(_head(p))]
+    return text, [p for p in paths if p not in set(text)]
+
+
+def check_text_file(path: Path, encoding: str) -> None:
+    """Refuse a file that is clearly not text in `encoding`, before reading it all."""
+    if is_wide(encoding):
+        return
+    head = _head(path)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: the file is UTF-16 encoded; pass --encoding utf-16")
+    if looks_binary(head):
+        raise DataError(f"{path}: looks like a binary file (NUL bytes or many control characters), not text")
+
+
+def iter_text(files: list[Path], encoding: str, folder: bool = False) -> Iterator[str]:
+    """The files' text, chunk by chunk; with `folder`, a newline after each file that lacks one."""
+    for path in files:
+        last = ""
+        for text in _iter_file(path, encoding):
+            if text:
+                last = text[-1]
+                yield text
+        if folder and last and last != "\n":
+            yield "\n"
+
+
+def _iter_file(path: Path, encoding: str) -> Iterator[str]:
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)("strict")
+    except LookupError:
+        raise ConfigError(f"unknown text encoding {encoding!r} (try utf-8 or latin-1)") from None
+    wide = is_wide(encoding)
+    offset, pending_cr, first = 0, "", True
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below; reads interleave with yields)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    with f:
+        while True:
+            raw = f.read(CHUNK_BYTES)
+            final = not raw
+            nul = -1 if wide else raw.find(b"\x00")
+            if nul >= 0:
+                raise DataError(f"{path}: holds a NUL byte at byte {offset + nul:,}; not a text file")
+            held = len(getattr(decoder, "buffer", b""))
+            try:
+                text = decoder.decode(raw, final)
+            except UnicodeDecodeError as e:
+                where = offset - held + e.start
+                raise DataError(
+                    f"{path}: not valid {encoding} at byte {where}; "
+                    "if the file uses another encoding, pass it, e.g. --encoding latin-1"
+                ) from None
+            if first:
+                text, first = text.removeprefix("\ufeff"), False
+            text = pending_cr + text
+            pending_cr = "\r" if text.endswith("\r") and not final else ""
+            yield text[: len(text) - len(pending_cr)].replace("\r\n", "\n")
+            if final:
+                return
+            offset += len(raw)

@@ -1,0 +1,81 @@
+"""Big corpora go through an encoded, memory-mapped cache that must read exactly like the in-memory path."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import charnn.data
+import charnn.textfiles
+from charnn.data import load_corpus
+from charnn.errors import DataError
+from charnn.vocab import Vocab
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    """Force the cache path for any file and read in 7-byte chunks, so chunk edges fall everywhere."""
+    monkeypatch.setattr(charnn.data, "BIG_CORPUS_BYTES", 0)
+    monkeypatch.setattr(charnn.textfiles, "CHUNK_BYTES", 7)
+
+
+def test_cached_corpus_equals_the_in_memory_one(tmp_path, monkeypatch):
+    text = "\ufeffline one\r\nnaïve café — 日本語 😀\r\nlast\r"
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode("utf-8"))
+    small = load_corpus(str(path))
+    monkeypatch.setattr(charnn.data, "BIG_CORPUS_BYTES", 0)
+    monkeypatch.setattr(charnn.textfiles, "CHUNK_BYTES", 7)
+    big = load_corpus(str(path))
+    assert isinstance(big.ids, np.memmap)
+    assert big.vocab == small.vocab and big.sha256 == small.sha256
+    assert np.array_equal(np.asarray(big.ids), small.ids)
+    assert big.vocab.decode(big.ids) == "line one\nnaïve café — 日本語 😀\nlast\r"
+
+
+def test_cache_is_reused_while_unchanged_and_rebuilt_when_changed(tmp_path, tiny_chunks):
+    path = tmp_path / "t.txt"
+    path.write_text("abc\n" * 50)
+    first = load_corpus(str(path))
+    ids_file = Path(first.ids.filename)
+    stamp = ids_file.stat().st_mtime_ns
+    again = load_corpus(str(path))
+    assert Path(again.ids.filename) == ids_file and ids_file.stat().st_mtime_ns == stamp
+    path.write_text("xyz\n" * 60)
+    changed = load_corpus(str(path))
+    assert changed.vocab.chars == ("\n", "x", "y", "z") and len(changed) == 240
+    assert changed.sha256 != first.sha256
+
+
+def test_folder_through_the_cache(tmp_path, tiny_chunks):
+    (tmp_path / "a.txt").write_text("first")
+    (tmp_path / "b.txt").write_text("second\n")
+    (tmp_path / "c.bin").write_bytes(b"\x00\x01\x02" * 10)
+    corpus = load_corpus(str(tmp_path))
+    assert corpus.vocab.decode(corpus.ids) == "first\nsecond\n"
+    assert [p.rsplit("/", 1)[-1] for p in corpus.skipped] == ["c.bin"]
+
+
+def test_invalid_utf8_deep_in_a_big_file_names_its_offset(tmp_path, tiny_chunks):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"a" * 30 + "é".encode() + b"b" * 10 + b"\xff" + b"c" * 5)
+    with pytest.raises(DataError, match="at byte 42"):
+        load_corpus(str(path))
+
+
+def test_nul_deep_in_a_big_file_is_refused(tmp_path, tiny_chunks, monkeypatch):
+    monkeypatch.setattr(charnn.textfiles, "_SNIFF_BYTES", 16)  # the NUL lies past the first look
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"plain text " * 5 + b"\x00" + b"more")
+    with pytest.raises(DataError, match="NUL byte at byte 55"):
+        load_corpus(str(path))
+
+
+def test_cached_corpus_in_a_models_vocabulary(tmp_path, tiny_chunks):
+    path = tmp_path / "t.txt"
+    path.write_text("cab\n" * 10)
+    vocab = Vocab.from_text("abcdz\n")
+    corpus = load_corpus(str(path), vocab=vocab)
+    assert corpus.vocab == vocab and vocab.decode(corpus.ids) == "cab\n" * 10
+    with pytest.raises(DataError, match="1 characters.*'c'"):
+        load_corpus(str(path), vocab=Vocab.from_text("abq\n"))
