@@ -58,6 +58,7 @@ def run_cli(
     """Run `python -m charnn ARGS` in a subprocess and capture its output as text."""
     env = {k: v for k, v in os.environ.items() if k != "CHARNN_DEBUG"}
     env["PYTHONIOENCODING"] = "utf-8"
+    env["PYTHONUNBUFFERED"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "charnn", *args],
         capture_output=True,

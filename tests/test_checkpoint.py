@@ -129,3 +129,8 @@ def test_no_pickle_anywhere_in_the_package():
         assert "import pickle" not in text, path
         assert "torch.load(" not in text, path
         assert "torch.save(" not in text, path
+
+
+def test_a_model_caught_mid_swap_still_loads(model_dir):
+    model_dir.rename(model_dir.parent / ".model.old-4242")
+    assert load_model(model_dir.parent).vocab == VOCAB

@@ -76,7 +76,9 @@ def resolve_model_dir(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelFileError(f"{p}: no such run or model folder")
-    for candidate in (p / MODEL_DIR, p):
+    # A crash between the two renames of a model swap leaves only the previous model, under a temp name.
+    swapped_out = sorted(p.glob(f".{MODEL_DIR}.old-*"))
+    for candidate in (p / MODEL_DIR, p, *swapped_out):
         if (candidate / "config.json").exists() or (candidate / "model.safetensors").exists():
             return candidate
     raise ModelFileError(f"{p}: not a charnn run or model folder (no config.json or {MODEL_DIR}/ inside)")

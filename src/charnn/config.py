@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, fields
 
 from charnn.errors import ConfigError
 
 CELL_NAMES = ("lstm", "gru", "rnn")
+MAX_LR = 10.0
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ConfigError(f"--time-budget must be positive, got {self.time_budget}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 < self.lr <= MAX_LR:
+            raise ConfigError(f"--lr must be in (0, {MAX_LR:g}], got {self.lr} (Adam likes 1e-4 to 1e-2)")
         if self.batching not in ("windows", "stream"):
             raise ConfigError(f"--batching must be windows or stream, got {self.batching!r}")
         if self.schedule not in ("constant", "cosine"):

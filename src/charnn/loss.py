@@ -62,32 +62,34 @@ def loss_carried(model: CharRNN, ids: np.ndarray, streams: int = 32, burn_in: in
 
     For speed the text is cut into `streams` contiguous pieces run side by side; each piece except
     the first starts from the state left by reading the `burn_in` chars before it (not scored), which
-    makes the result match one unbroken pass to well under 1e-3 nats.
+    makes the result match one unbroken pass to well under 1e-3 nats. Ids are read a chunk at a time,
+    so a memory-mapped text is never copied whole.
     """
     _check_length(ids)
     model.eval()
     device = model.embedding.weight.device
-    data = _as_tensor(ids, device)
     targets = len(ids) - 1
     streams = max(1, min(streams, targets // max(4 * burn_in, 1)))
     per = targets // streams
-    starts = torch.arange(streams, device=device) * per
+    starts = [k * per for k in range(streams)]
+
+    def rows(offset: int, length: int, first: int = 0) -> Tensor:
+        return _as_tensor(np.stack([ids[s + offset : s + offset + length] for s in starts[first:]]), device)
+
     state = model.init_state(streams)
     if streams > 1 and burn_in > 0:
-        warm = torch.stack([data[s - burn_in : s] for s in starts[1:].tolist()])
-        _, warm_state = model(warm)
+        _, warm_state = model(rows(-burn_in, burn_in, first=1))
         state = tuple(torch.cat([s0[:, :1], s1], dim=1) for s0, s1 in zip(state, warm_state, strict=True))
-    inputs = torch.stack([data[s : s + per] for s in starts.tolist()])
-    outputs = torch.stack([data[s + 1 : s + 1 + per] for s in starts.tolist()])
     total = 0.0
     for t in range(0, per, _CHUNK):
-        loss, state = _summed_loss(model, inputs[:, t : t + _CHUNK], outputs[:, t : t + _CHUNK], state)
+        n = min(_CHUNK, per - t)
+        loss, state = _summed_loss(model, rows(t, n), rows(t + 1, n), state)
         total += loss
     done = streams * per
     if done < targets:
         last_state = tuple(s[:, -1:].contiguous() for s in state)
-        loss, _ = _summed_loss(model, data[done:-1].unsqueeze(0), data[done + 1 :].unsqueeze(0), last_state)
-        total += loss
+        rest = _as_tensor(ids[done:], device).unsqueeze(0)
+        total += _summed_loss(model, rest[:, :-1], rest[:, 1:], last_state)[0]
     return LossReport(total / targets, targets)
 
 
@@ -99,16 +101,16 @@ def loss_windows(
     _check_length(ids)
     model.eval()
     device = model.embedding.weight.device
-    data = _as_tensor(ids, device)
     targets = len(ids) - 1
-    full = targets // window
     total = 0.0
-    if full:
-        inputs = data[: full * window].view(full, window)
-        outputs = data[1 : full * window + 1].view(full, window)
-        for i in range(0, full, batch_size):
-            total += _summed_loss(model, inputs[i : i + batch_size], outputs[i : i + batch_size], None)[0]
-    if full * window < targets:
-        rest = slice(full * window, targets)
-        total += _summed_loss(model, data[rest].unsqueeze(0), data[rest.start + 1 :].unsqueeze(0), None)[0]
+    for first in range(0, targets, window * batch_size):
+        piece = _as_tensor(ids[first : min(first + window * batch_size, targets) + 1], device)
+        full = (len(piece) - 1) // window
+        if full:
+            x = piece[: full * window].view(full, window)
+            y = piece[1 : full * window + 1].view(full, window)
+            total += _summed_loss(model, x, y, None)[0]
+        if full * window < len(piece) - 1:
+            rest = piece[full * window :].unsqueeze(0)
+            total += _summed_loss(model, rest[:, :-1], rest[:, 1:], None)[0]
     return LossReport(total / targets, targets)

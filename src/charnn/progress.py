@@ -45,6 +45,7 @@ class Reporter:
             return
         if self._bar is not None:
             self._bar.write(text, file=sys.stdout)
+            sys.stdout.flush()
         else:
             print(text, flush=True)
 

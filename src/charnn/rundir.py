@@ -38,6 +38,7 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path}: exists and is not a folder")
         if resume:
+            self.recover()
             if not self.holds_run() or not self.args_path.exists():
                 raise RunDirError(f"{self.path}: no run to resume here (no {ARGS_FILE}); drop --resume")
             if not self.checkpoints():
@@ -60,6 +61,23 @@ class RunDir:
             raise RunDirError(f"{self.path}: cannot create the run folder ({e.strerror or e})") from None
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise RunDirError(f"{self.path}: the run folder is not writable")
+
+    def recover(self) -> None:
+        """Tidy up after a crash: put back a model folder caught mid-swap, drop half-written temp files."""
+        for folder in (self.path, self.path / CHECKPOINTS_DIR):
+            if not folder.is_dir():
+                continue
+            for stale in sorted(folder.glob(".*.old-*")):
+                final = folder / stale.name[1:].rsplit(".old-", 1)[0]
+                if not final.exists():
+                    os.replace(stale, final)
+                else:
+                    shutil.rmtree(stale, ignore_errors=True)
+            for stale in folder.glob(".*.tmp-*"):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
 
     def read_args(self) -> dict:
         return read_json(self.args_path)

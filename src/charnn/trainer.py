@@ -242,6 +242,8 @@ class Trainer:
         plot_losses(self.rundir.read_metrics(), self.rundir.plot_path)
 
     def save_checkpoint(self) -> Path:
+        if not self.rundir.model_dir.exists():  # a run stopped before its first evaluation still has a model
+            self._after_eval(self.evaluate())
         state = {
             "epoch": self.step // self.steps_per_epoch,
             "batch_in_epoch": self.step % self.steps_per_epoch,

@@ -1,0 +1,203 @@
+"""Training never loses saved work: kills, signals, full or read-only disks, NaN, mismatched resumes."""
+
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import charnn
+from charnn.checkpoint import load_checkpoint, load_model
+from charnn.config import ModelConfig, TrainConfig
+from charnn.data import load_corpus
+from charnn.errors import ModelFileError, TrainingError
+from charnn.progress import Reporter
+from charnn.rundir import RunDir
+from charnn.trainer import Trainer
+from conftest import TINY, assert_clean_error, run_cli
+
+FLAGS = ["--hidden", "32", "--embedding", "16", "--seq-len", "32", "--batch-size", "8", "--precision", "fp32"]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("a quick brown fox jumps over the lazy dog\nthe dog sleeps.\n" * 400)
+    return path
+
+
+def popen_train(cwd: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "charnn", "train", "--out", "run", "--log-every", "1", *args]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_step(proc: subprocess.Popen, step: int) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if f" Step {step} " in line:
+            return
+    raise AssertionError(f"training ended before step {step}: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(tmp_path, corpus):
+    total = 120
+    common = [
+        "--data",
+        str(corpus),
+        "--max-steps",
+        str(total),
+        "--save-every",
+        "3",
+        "--dropout",
+        "0.1",
+        "--layers",
+        "2",
+        *FLAGS,
+    ]
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    assert run_cli("train", "--out", "run", "--quiet", *common, cwd=straight).returncode == 0
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    rng = random.Random(1234)
+    target = 0
+    for round_ in range(4):
+        target += rng.randint(5, 25)
+        proc = popen_train(killed, *(common if round_ == 0 else ["--resume"]))
+        wait_for_step(proc, target)
+        proc.kill()
+        proc.wait(timeout=30)
+        newest = RunDir(killed / "run").checkpoints()[-1]
+        load_checkpoint(newest)  # complete and verified, whatever moment the kill hit
+        load_model(killed / "run")
+    result = run_cli("train", "--out", "run", "--resume", "--quiet", cwd=killed)
+    assert result.returncode == 0, result.stderr
+    final = f"checkpoints/step-{total:09d}/model.safetensors"
+    a, b = load_file(str(straight / "run" / final)), load_file(str(killed / "run" / final))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((killed / "run").glob(".*")) and not list((killed / "run/checkpoints").glob(".*"))
+
+
+def test_sigterm_saves_and_exits_143(tmp_path, corpus):
+    proc = popen_train(tmp_path, "--data", str(corpus), "--max-steps", "100000", *FLAGS)
+    wait_for_step(proc, 7)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert int(RunDir(tmp_path / "run").checkpoints()[-1].name[5:]) >= 7
+
+
+@contextmanager
+def tmpfs(path: Path, size_kb: int):
+    """A real, tiny filesystem to fill up or make read-only (needs root, as in CI)."""
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus):
+    with tmpfs(tmp_path / "disk", 2048) as disk:
+        first = run_cli(
+            "train", "--data", str(corpus), "--out", str(disk / "run"), "--max-steps", "4", *FLAGS
+        )
+        assert first.returncode == 0, first.stderr
+        before = snapshot(disk / "run" / "checkpoints")
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "filler").write_bytes(b"\0" * (free - 24 * 1024))
+        result = run_cli("train", "--out", str(disk / "run"), "--resume", "--max-steps", "8", "--quiet")
+        assert_clean_error(result, "No space left on device", "untouched")
+        assert snapshot(disk / "run" / "checkpoints") == before
+        load_checkpoint(RunDir(disk / "run").checkpoints()[-1])
+        load_model(disk / "run")
+        assert not list((disk / "run").glob(".*")) and not list((disk / "run/checkpoints").glob(".*"))
+
+
+def test_read_only_folder_is_refused_and_left_as_it_was(tmp_path, corpus):
+    with tmpfs(tmp_path / "disk", 4096) as disk:
+        first = run_cli(
+            "train", "--data", str(corpus), "--out", str(disk / "run"), "--max-steps", "3", *FLAGS
+        )
+        assert first.returncode == 0, first.stderr
+        before = snapshot(disk / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        assert_clean_error(
+            run_cli("train", "--out", str(disk / "run"), "--resume", "--max-steps", "6"), "not writable"
+        )
+        assert_clean_error(
+            run_cli("train", "--data", str(corpus), "--out", str(disk / "new"), *FLAGS),
+            "new",
+            "Read-only file system",
+        )
+        assert snapshot(disk / "run") == before
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, corpus):
+    run = RunDir(tmp_path / "run")
+    run.prepare(resume=False, overwrite=False)
+    data = load_corpus(str(corpus))
+    cfg = TrainConfig(
+        data=str(corpus), max_steps=4, **{k: v for k, v in TINY.items() if k not in ("hidden", "embedding")}
+    )
+    model_cfg = ModelConfig(vocab_size=len(data.vocab), hidden=32, embedding=16)
+    trainer = Trainer(run, model_cfg, cfg, data, "seed", Reporter(quiet=True))
+    trainer.run()
+    before = snapshot(run.path / "checkpoints")
+    with torch.no_grad():
+        trainer.model.head.bias[0] = math.nan  # what an overflow does to a weight
+    trainer.step_limit = 8
+    with pytest.raises(TrainingError, match="loss became nan at step 5; the last good checkpoint is kept"):
+        trainer.run()
+    assert snapshot(run.path / "checkpoints") == before
+    assert torch.isfinite(load_model(run.path).model.head.bias).all()
+
+
+def test_resume_on_a_changed_corpus_is_refused(tmp_path, corpus):
+    charnn.train(tmp_path / "run", data=str(corpus), max_steps=3, quiet=True, **TINY)
+    corpus.write_text(corpus.read_text().replace("fox", "cat"))
+    with pytest.raises(ModelFileError, match="different text"):
+        charnn.train(tmp_path / "run", resume=True, quiet=True)
+
+
+def test_crash_in_the_middle_of_a_model_swap_is_repaired_on_resume(tmp_path, corpus):
+    charnn.train(tmp_path / "run", data=str(corpus), max_steps=3, quiet=True, **TINY)
+    run = tmp_path / "run"
+    os.replace(run / "model", run / ".model.old-99999")  # the state between the two renames
+    (run / "checkpoints" / ".step-000000004.tmp-99999").mkdir()  # a half-written checkpoint
+    result = charnn.train(run, resume=True, max_steps=5, quiet=True)
+    assert result.steps == 5
+    assert load_model(run).info["training"]["steps"] >= 3
+    assert not list(run.glob(".*")) and not list((run / "checkpoints").glob(".*"))
+
+
+def test_without_matplotlib_training_notes_it_once_and_goes_on(tmp_path, corpus):
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from charnn.cli import main\n"
+        f"sys.exit(main(['train', '--data', {str(corpus)!r}, '--out', 'run', '--max-steps', '20',"
+        f" '--eval-every', '5', *{FLAGS!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("loss.png not drawn; install matplotlib") == 1
+    assert not (tmp_path / "run" / "loss.png").exists()
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
