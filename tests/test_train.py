@@ -187,3 +187,26 @@ def test_time_budget_stops_training(tmp_path, corpus_file):
     result = charnn.train(tmp_path / "run", data=str(corpus_file), time_budget=1.0, quiet=True, **TINY)
     assert result.stopped_by == "time budget"
     assert 1.0 <= result.elapsed_s < 3.0 and math.isfinite(result.train_loss)
+
+
+def test_cosine_schedule_is_sized_to_the_time_budget(tmp_path, corpus_file):
+    charnn.train(
+        tmp_path / "run",
+        data=str(corpus_file),
+        time_budget=2.0,
+        schedule="cosine",
+        lr=0.01,
+        quiet=True,
+        **{**TINY, "log_every": 5},
+    )
+    lrs = [
+        json.loads(x)["lr"] for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines() if '"lr"' in x
+    ]
+    assert len(lrs) > 10
+    assert lrs[0] > 0.009 and lrs[-1] < 0.004  # decayed most of the way to 10% within the budget
+
+
+def test_stream_batching_clips_by_default():
+    assert TrainConfig(batching="stream").clip == 5.0
+    assert TrainConfig().clip == 0.0
+    assert TrainConfig(batching="stream", clip=0.5).clip == 0.5

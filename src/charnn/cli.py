@@ -89,7 +89,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--schedule", choices=("constant", "cosine"), help="learning-rate schedule " + _default("schedule")
     )
     g.add_argument("--warmup", type=int, help="steps of linear learning-rate warm-up " + _default("warmup"))
-    g.add_argument("--clip", type=float, help="max gradient norm, 0 for none " + _default("clip"))
+    g.add_argument(
+        "--clip",
+        type=float,
+        help="max gradient norm, 0 for none (default: 5.0 with --batching stream, else 0)",
+    )
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay " + _default("weight_decay"))
     g.add_argument("--seed", type=int, help="seed for weights, data order and dropout " + _default("seed"))
     g = p.add_argument_group("run")

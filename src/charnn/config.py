@@ -66,7 +66,7 @@ class TrainConfig:
     lr: float = 1e-3
     schedule: str = "constant"
     warmup: int = 0
-    clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    clip: float | None = None  # max gradient norm, 0 for none; unset: 5.0 for stream batching, else 0
     weight_decay: float = 0.0
     val_fraction: float = 0.1
     eval_every: int = 0  # steps; 0 evaluates at the end of each epoch only
@@ -78,6 +78,8 @@ class TrainConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.clip is None:  # frozen: fill in the batching-dependent default once, so it is recorded
+            object.__setattr__(self, "clip", 5.0 if self.batching == "stream" else 0.0)
         positive = ("seq_len", "batch_size", "log_every", "keep")
         for name in positive:
             if getattr(self, name) < 1:

@@ -25,7 +25,7 @@ class TrainResult:
     stopped_by: str
 
 
-def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+def lr_at(step: int, cfg: TrainConfig, total_steps: float) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warm-up, then constant or cosine to 10%."""
     if cfg.warmup and step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup

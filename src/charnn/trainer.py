@@ -143,7 +143,7 @@ class Trainer:
 
     # ---- one step -------------------------------------------------------------------------------------
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        lr = lr_at(self.step, self.cfg, self.planned_steps or self.step + 1)
+        lr = lr_at(self.step, self.cfg, self.planned_steps or math.inf)  # unknown yet: no decay
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
