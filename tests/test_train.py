@@ -210,3 +210,10 @@ def test_stream_batching_clips_by_default():
     assert TrainConfig(batching="stream").clip == 5.0
     assert TrainConfig().clip == 0.0
     assert TrainConfig(batching="stream", clip=0.5).clip == 0.5
+
+
+def test_weight_decay_uses_adamw_and_is_recorded(tmp_path, corpus_file):
+    charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=3, weight_decay=0.1, quiet=True, **TINY)
+    (ckpt,) = (tmp_path / "run/checkpoints").iterdir()
+    groups = json.loads((ckpt / "state.json").read_text())["optimizer"]["param_groups"]
+    assert groups[0]["weight_decay"] == 0.1 and groups[0]["decoupled_weight_decay"] is True
