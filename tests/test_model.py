@@ -3,7 +3,7 @@ import torch
 
 from charnn.config import ModelConfig
 from charnn.errors import ConfigError
-from charnn.model import CharRNN
+from charnn.model import CharRNN, count_parameters, parameter_shapes
 
 
 def test_default_model_has_the_tutorials_parameter_count():
@@ -102,3 +102,11 @@ def test_config_round_trips_through_a_dict_and_refuses_unknown_keys():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown model settings: attention"):
         ModelConfig.from_dict({**cfg.to_dict(), "attention": 4})
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_shapes_are_known_without_building_the_model(cell):
+    cfg = ModelConfig(vocab_size=30, cell=cell, embedding=7, hidden=9, layers=3)
+    model = CharRNN(cfg)
+    assert parameter_shapes(cfg) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert count_parameters(cfg) == model.num_parameters()

@@ -33,6 +33,11 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
+def leftovers(run: Path) -> list[Path]:
+    """Temporary files and folders left in a run (the lock file is meant to stay)."""
+    return [p for folder in (run, run / "checkpoints") for p in folder.glob(".*") if p.name != ".lock"]
+
+
 def popen_train(cwd: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "charnn", "train", "--out", "run", "--log-every", "1", *args]
@@ -83,7 +88,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(tmp_path, c
     final = f"checkpoints/step-{total:09d}/model.safetensors"
     a, b = load_file(str(straight / "run" / final)), load_file(str(killed / "run" / final))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not list((killed / "run").glob(".*")) and not list((killed / "run/checkpoints").glob(".*"))
+    assert not leftovers(killed / "run")
 
 
 def test_sigterm_saves_and_exits_143(tmp_path, corpus):
@@ -129,7 +134,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus):
         assert snapshot(disk / "run" / "checkpoints") == before
         load_checkpoint(RunDir(disk / "run").checkpoints()[-1])
         load_model(disk / "run")
-        assert not list((disk / "run").glob(".*")) and not list((disk / "run/checkpoints").glob(".*"))
+        assert not leftovers(disk / "run")
 
 
 def test_read_only_folder_is_refused_and_left_as_it_was(tmp_path, corpus):
@@ -186,7 +191,7 @@ def test_crash_in_the_middle_of_a_model_swap_is_repaired_on_resume(tmp_path, cor
     result = charnn.train(run, resume=True, max_steps=5, quiet=True)
     assert result.steps == 5
     assert load_model(run).info["training"]["steps"] >= 3
-    assert not list(run.glob(".*")) and not list((run / "checkpoints").glob(".*"))
+    assert not leftovers(run)
 
 
 def test_without_matplotlib_training_notes_it_once_and_goes_on(tmp_path, corpus):
@@ -201,3 +206,17 @@ def test_without_matplotlib_training_notes_it_once_and_goes_on(tmp_path, corpus)
     assert result.stdout.count("loss.png not drawn; install matplotlib") == 1
     assert not (tmp_path / "run" / "loss.png").exists()
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+def test_a_second_training_into_the_same_run_is_refused_with_the_first_ones_pid(tmp_path, corpus):
+    proc = popen_train(tmp_path, "--data", str(corpus), "--max-steps", "100000", *FLAGS)
+    try:
+        wait_for_step(proc, 2)
+        for args in (["--resume"], ["--data", str(corpus), "--overwrite", *FLAGS]):
+            result = run_cli("train", "--out", "run", *args, cwd=tmp_path)
+            assert_clean_error(result, f"pid {proc.pid}", "another charnn training")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert run_cli("train", "--out", "run", "--resume", "--max-steps", "1", cwd=tmp_path).returncode == 0

@@ -18,7 +18,7 @@ def weights(run):
 
 def test_run_folder_has_the_documented_layout(trained_run):
     names = sorted(p.name for p in trained_run.iterdir())
-    assert names == ["checkpoints", "loss.png", "metrics.jsonl", "model", "train_args.json"]
+    assert names == [".lock", "checkpoints", "loss.png", "metrics.jsonl", "model", "train_args.json"]
     assert sorted(p.name for p in (trained_run / "model").iterdir()) == [
         "config.json",
         "model.safetensors",

@@ -18,7 +18,7 @@ from torch import nn
 
 from charnn.errors import CharnnError, ModelFileError
 from charnn.fileio import write_folder
-from charnn.model import CharRNN, ModelConfig
+from charnn.model import CharRNN, ModelConfig, parameter_shapes
 from charnn.vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -111,9 +111,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", verify: boo
             f"for {config.vocab_size}"
         )
     weights_path = directory / "model.safetensors"
-    tensors = read_tensors(weights_path, info.get("weights_sha256") if verify else None)
+    sha256 = info.get("weights_sha256")
+    if verify and not isinstance(sha256, str):
+        raise ModelFileError(
+            f"{directory / 'config.json'}: records no weights_sha256 to check the weights against; "
+            "pass --no-verify to load them anyway"
+        )
+    tensors = read_tensors(weights_path, sha256 if verify else None)
+    check_weights(tensors, parameter_shapes(config), weights_path)  # before allocating a model
     model = CharRNN(config)
-    load_weights(model, tensors, weights_path)
+    model.load_state_dict(tensors)
     model.to(device).eval()
     return LoadedModel(model, vocab, config, info, directory)
 
@@ -139,7 +146,12 @@ def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tenso
 
 def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Copy `tensors` into `module`, refusing missing or extra names, other shapes and other dtypes."""
-    expected = module.state_dict()
+    check_weights(tensors, {k: tuple(v.shape) for k, v in module.state_dict().items()}, path)
+    module.load_state_dict(tensors)
+
+
+def check_weights(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: Path) -> None:
+    """Refuse weights with missing or extra names, other shapes or a dtype other than float32."""
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -149,13 +161,11 @@ def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path
         ]
         raise ModelFileError(f"{path}: weights do not match the config ({'; '.join(p for p in parts if p)})")
     for name, t in tensors.items():
-        if t.shape != expected[name].shape:
-            raise ModelFileError(
-                f"{path}: {name} has shape {tuple(t.shape)}, the config needs {tuple(expected[name].shape)}"
-            )
+        if tuple(t.shape) != expected[name]:
+            shape = tuple(t.shape)
+            raise ModelFileError(f"{path}: {name} has shape {shape}, the config needs {expected[name]}")
         if t.dtype != torch.float32:
             raise ModelFileError(f"{path}: {name} is {t.dtype}, expected torch.float32")
-    module.load_state_dict(tensors)
 
 
 def checkpoint_name(step: int) -> str:

@@ -297,17 +297,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (e.g. `head`) went away: not an error of ours. Silence the flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except MemoryError:
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _is_out_of_memory(e):
+            return _internal_error(e)
         print("charnn: error: out of memory; use a smaller model, batch or text", file=sys.stderr)
         return 1
     except Exception as e:
-        if os.environ.get("CHARNN_DEBUG"):
-            raise
-        print(
-            f"charnn: internal error: {type(e).__name__}: {e} (set CHARNN_DEBUG=1 for details)",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal_error(e)
+
+
+def _is_out_of_memory(e: RuntimeError) -> bool:
+    text = str(e).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
+
+
+def _internal_error(e: Exception) -> int:
+    """A bug in charnn, not in the input: one line, and the traceback on request."""
+    if os.environ.get("CHARNN_DEBUG"):
+        raise e
+    first_line = str(e).splitlines()[0] if str(e) else ""
+    print(
+        f"charnn: internal error: {type(e).__name__}: {first_line} (set CHARNN_DEBUG=1 for details)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -30,6 +30,25 @@ CELLS: dict[str, CellKind] = {
 }
 
 
+def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every weight of a model with this config, without building it."""
+    kind = CELLS[config.cell]
+    width = kind.gates * config.hidden
+    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (config.vocab_size, config.embedding)}
+    for k in range(config.layers):
+        shapes[f"rnn.weight_ih_l{k}"] = (width, config.embedding if k == 0 else config.hidden)
+        shapes[f"rnn.weight_hh_l{k}"] = (width, config.hidden)
+        biases = ("bias_ih", "bias_hh") if kind.biases == 2 else ("bias",)
+        shapes.update({f"rnn.{b}_l{k}": (width,) for b in biases})
+    shapes["head.weight"] = (config.vocab_size, config.hidden)
+    shapes["head.bias"] = (config.vocab_size,)
+    return shapes
+
+
+def count_parameters(config: ModelConfig) -> int:
+    return sum(math.prod(shape) for shape in parameter_shapes(config).values())
+
+
 class Recurrent(nn.Module):
     """Stacked recurrent layers run by PyTorch's fused kernel (oneDNN on CPU, cuDNN on CUDA).
 

@@ -7,6 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 from charnn.checkpoint import CHECKPOINTS_DIR, MODEL_DIR, list_checkpoints, read_json
 from charnn.errors import RunDirError
 from charnn.fileio import atomic_write, write_json
@@ -14,6 +19,7 @@ from charnn.fileio import atomic_write, write_json
 ARGS_FILE = "train_args.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
+LOCK_FILE = ".lock"
 _RUN_MARKERS = (ARGS_FILE, MODEL_DIR, CHECKPOINTS_DIR, METRICS_FILE)
 
 
@@ -26,6 +32,7 @@ class RunDir:
         self.args_path = self.path / ARGS_FILE
         self.metrics_path = self.path / METRICS_FILE
         self.plot_path = self.path / PLOT_FILE
+        self._lock_fd: int | None = None
 
     def holds_run(self) -> bool:
         return self.path.is_dir() and any((self.path / m).exists() for m in _RUN_MARKERS)
@@ -34,13 +41,20 @@ class RunDir:
         return list_checkpoints(self.path)
 
     def prepare(self, resume: bool, overwrite: bool) -> None:
-        """Create the folder; refuse to train over an existing run unless resuming or told to overwrite."""
+        """Create and lock the folder; refuse to train over an existing run unless resuming or overwriting."""
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path}: exists and is not a folder")
+        if resume and not self.args_path.exists():
+            raise RunDirError(f"{self.path}: no run to resume here (no {ARGS_FILE}); drop --resume")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"{self.path}: cannot create the run folder ({e.strerror or e})") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise RunDirError(f"{self.path}: the run folder is not writable")
+        self.lock()
         if resume:
             self.recover()
-            if not self.holds_run() or not self.args_path.exists():
-                raise RunDirError(f"{self.path}: no run to resume here (no {ARGS_FILE}); drop --resume")
             if not self.checkpoints():
                 raise RunDirError(f"{self.path}: no complete checkpoint to resume from; drop --resume")
         elif self.holds_run():
@@ -55,12 +69,29 @@ class RunDir:
                     shutil.rmtree(target)
                 else:
                     target.unlink(missing_ok=True)
+
+    def lock(self) -> None:
+        """Take the run's lock (held until unlock() or the process ends, even by SIGKILL)."""
+        if fcntl is None:  # no flock on this platform: runs are not protected from each other
+            return
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RunDirError(f"{self.path}: cannot create the run folder ({e.strerror or e})") from None
-        if not os.access(self.path, os.W_OK | os.X_OK):
-            raise RunDirError(f"{self.path}: the run folder is not writable")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(
+                f"{self.path}: another charnn training (pid {holder}) is writing this run; "
+                "wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def recover(self) -> None:
         """Tidy up after a crash: put back a model folder caught mid-swap, drop half-written temp files."""

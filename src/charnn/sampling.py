@@ -15,6 +15,7 @@ from charnn.vocab import Vocab
 
 MAX_LENGTH = 1_000_000
 MAX_SAMPLES = 1024
+MAX_TOTAL_CHARS = 10_000_000
 DEFAULT_START = "\n"
 
 
@@ -44,6 +45,11 @@ class SamplingConfig:
             raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
         if not 1 <= self.num_samples <= MAX_SAMPLES:
             raise ConfigError(f"--num-samples must be between 1 and {MAX_SAMPLES}, got {self.num_samples}")
+        if self.num_samples * self.length > MAX_TOTAL_CHARS:
+            raise ConfigError(
+                f"--num-samples x --length asks for {self.num_samples * self.length:,} chars; "
+                f"at most {MAX_TOTAL_CHARS:,} at once"
+            )
 
 
 def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:

@@ -56,6 +56,8 @@ def list_text_files(root: Path, encoding: str) -> tuple[list[Path], list[Path]]:
 
 def check_text_file(path: Path, encoding: str) -> None:
     """Refuse a file that is clearly not text in `encoding`, before reading it all."""
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file (a device or pipe cannot be a corpus)")
     if is_wide(encoding):
         return
     head = _head(path)

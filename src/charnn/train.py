@@ -54,19 +54,22 @@ def train(
     from charnn.trainer import Trainer
 
     run = RunDir(out)
-    if resume:
-        run.prepare(resume=True, overwrite=False)
-        preset, model_settings, cfg = resume_settings(run.read_args(), settings)
-    else:
-        model_settings, cfg = resolve_settings(preset, settings)
-    cfg = replace(cfg, data=canonical_source(cfg.data))
-    corpus = load_corpus(cfg.data, cfg.encoding)
-    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
-    trainer = Trainer(run, model_cfg, cfg, corpus, preset, Reporter(quiet))
-    if not resume:
-        run.prepare(resume=False, overwrite=overwrite)
-    if resume:
-        trainer.restore(load_checkpoint(run.checkpoints()[-1]))
-        run.truncate_metrics(trainer.step)
-    run.write_args(settings_dict(model_cfg, cfg, preset))
-    return trainer.run()
+    try:
+        if resume:
+            run.prepare(resume=True, overwrite=False)
+            preset, model_settings, cfg = resume_settings(run.read_args(), settings)
+        else:
+            model_settings, cfg = resolve_settings(preset, settings)
+        cfg = replace(cfg, data=canonical_source(cfg.data))
+        corpus = load_corpus(cfg.data, cfg.encoding)
+        model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
+        trainer = Trainer(run, model_cfg, cfg, corpus, preset, Reporter(quiet))
+        if not resume:
+            run.prepare(resume=False, overwrite=overwrite)
+        else:
+            trainer.restore(load_checkpoint(run.checkpoints()[-1]))
+            run.truncate_metrics(trainer.step)
+        run.write_args(settings_dict(model_cfg, cfg, preset))
+        return trainer.run()
+    finally:
+        run.unlock()

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from charnn.checkpoint import Checkpoint, load_weights, save_checkpoint, save_model
 from charnn.config import ModelConfig, TrainConfig
 from charnn.data import Corpus, StreamBatches, WindowBatches, split
-from charnn.device import resolve_device, resolve_precision
-from charnn.errors import CharnnError, DataError, ModelFileError, TrainingError
+from charnn.device import memory_bytes, resolve_device, resolve_precision
+from charnn.errors import CharnnError, ConfigError, DataError, ModelFileError, TrainingError
 from charnn.loss import LossReport, loss_carried
-from charnn.model import CharRNN
+from charnn.model import CharRNN, count_parameters
 from charnn.plot import matplotlib_available, plot_losses
 from charnn.progress import Reporter
 from charnn.rundir import RunDir
@@ -93,6 +93,17 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(states)
 
 
+def _check_fits(model_cfg: ModelConfig) -> None:
+    """Refuse a model whose weights, gradients and Adam state alone exceed this machine's memory."""
+    params = count_parameters(model_cfg)
+    need, have = params * 4 * 4, memory_bytes()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"the model has {params:,} parameters and needs over {need / 2**30:.1f} GiB to train, more than "
+            f"this machine's {have / 2**30:.1f} GiB; lower --hidden, --layers or --embedding"
+        )
+
+
 class Trainer:
     """Owns the model, optimizer, batches and loop state of one run."""
 
@@ -111,6 +122,7 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
+        _check_fits(model_cfg)
         self.model = CharRNN(model_cfg).to(self.device)
         # On CPU, autocast does not reach the fused LSTM kernel, so low precision runs on a cast copy
         # of the weights while the optimizer keeps updating the fp32 originals.
