@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# One thread per test process: the tiny models gain nothing from more, and two test workers on two cores
+# must not oversubscribe them (OpenMP threads spinning against each other slow everything down).
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,6 +22,18 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["CHARNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
+TINY_FLAGS = [
+    "--hidden",
+    "32",
+    "--embedding",
+    "16",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "8",
+    "--precision",
+    "fp32",
+]
 TINY = {"hidden": 32, "embedding": 16, "seq_len": 32, "batch_size": 8, "precision": "fp32", "log_every": 10}
 
 PARAGRAPH = (
@@ -80,3 +95,14 @@ def assert_clean_error(result: subprocess.CompletedProcess, *needles: str, code:
     assert "Traceback" not in result.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained run of the module's own, to generate from or to damage."""
+    import charnn
+
+    root = tmp_path_factory.mktemp("model")
+    (root / "corpus.txt").write_text(PARAGRAPH * 60, encoding="utf-8")
+    charnn.train(root / "run", data=str(root / "corpus.txt"), max_steps=5, quiet=True, **TINY)
+    return root / "run"

@@ -160,7 +160,7 @@ def check_weights(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[in
             f"unexpected {', '.join(extra)}" if extra else "",
         ]
         raise ModelFileError(f"{path}: weights do not match the config ({'; '.join(p for p in parts if p)})")
-    for name, t in tensors.items():
+    for name, t in sorted(tensors.items()):
         if tuple(t.shape) != expected[name]:
             shape = tuple(t.shape)
             raise ModelFileError(f"{path}: {name} has shape {shape}, the config needs {expected[name]}")

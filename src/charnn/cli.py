@@ -133,7 +133,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
-    p.add_argument("--start", default="", help="text to start from (empty: start of a line)")
+    p.add_argument(
+        "--start",
+        default="",
+        help="text to start from (empty: start of a line); write --start=TEXT when TEXT begins with -",
+    )
     p.add_argument("--length", type=int, default=1000, help="characters to generate")
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer text; above 1: wilder")
     p.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely chars")
@@ -212,13 +216,14 @@ def _train(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from charnn.api import load
-    from charnn.sampling import SamplingConfig, clean_start, sample
+    from charnn.sampling import SamplingConfig, clean_start, sample, start_ids
 
     cfg = SamplingConfig(
         args.length, args.temperature, args.top_k, args.top_p, args.greedy, args.num_samples, args.seed
     )
     loaded = load(args.model, args.device, verify=not args.no_verify)
     start = clean_start(loaded.vocab, args.start, args.skip_unknown)
+    start_ids(loaded.vocab, start)  # refuse characters the model never saw before printing anything
     rest: list[list[str]] = [[] for _ in range(cfg.num_samples - 1)]
     out = sys.stdout
     out.write(start)

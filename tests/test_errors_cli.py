@@ -1,0 +1,48 @@
+"""Malformed command lines get argparse's usage error (exit 2), never a traceback."""
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "required: COMMAND"),
+        (["fly"], "invalid choice: 'fly'"),
+        (["train", "--hiden", "3"], "unrecognized arguments: --hiden"),
+        (["train", "--epochs", "ten"], "invalid int value: 'ten'"),
+        (["train", "--epochs", "2", "--max-steps", "3"], "not allowed with argument"),
+        (["train", "--time-budget", "5 days"], "not a duration"),
+        (["train", "--cell", "transformer"], "invalid choice: 'transformer'"),
+        (["train", "--preset", "huge"], "invalid choice: 'huge'"),
+        (["generate"], "required: MODEL"),
+        (["generate", "run", "--length", "many"], "invalid int value"),
+        (["evaluate", "run", "--split", "test"], "invalid choice: 'test'"),
+        (["info", "run", "--verbose"], "unrecognized arguments"),
+    ],
+)
+def test_usage_errors(args, needle):
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert "usage: charnn" in result.stderr and needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--hidden", "0"], "hidden must be a positive integer"),
+        (["train", "--lr", "1e38"], "--lr must be in (0, 10]"),
+        (["train", "--val-fraction", "1"], "--val-fraction must be in [0, 1)"),
+        (["train", "--seq-len", "0"], "--seq-len must be at least 1"),
+        (["train", "--hidden", "200000"], "lower --hidden"),
+        (["train", "--device", "cuda"], "no CUDA GPU"),
+    ],
+)
+def test_out_of_range_values_are_one_line_errors(tmp_path, args, needle):
+    result = run_cli(*args, "--out", str(tmp_path / "run"))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

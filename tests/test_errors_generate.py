@@ -1,0 +1,54 @@
+"""Generation settings and start strings, through the real CLI."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import assert_clean_error, run_cli
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--start", "Zebra~"], ["'Z'", "'b'", "'~'", "--skip-unknown"]),
+        (["--length", "-1"], ["--length"]),
+        (["--length", "1000000000"], ["--length", "1,000,000"]),
+        (["--temperature", "0"], ["--temperature", "--greedy"]),
+        (["--temperature", "-0.5"], ["--temperature"]),
+        (["--temperature", "nan"], ["--temperature"]),
+        (["--top-k", "0"], ["--top-k"]),
+        (["--top-p", "0"], ["--top-p"]),
+        (["--top-p", "1.01"], ["--top-p"]),
+        (["--num-samples", "0"], ["--num-samples"]),
+        (["--num-samples", "1000", "--length", "100000"], ["at most 10,000,000"]),
+    ],
+)
+def test_bad_generation_requests(model_run, args, needles):
+    assert_clean_error(run_cli("generate", str(model_run), *args), *needles)
+
+
+@pytest.mark.parametrize(
+    ("args", "check"),
+    [
+        (["--start", "Zebra", "--skip-unknown", "--length", "5"], lambda out: out.startswith("era")),
+        (["--start", "", "--length", "20"], lambda out: len(out) == 21),
+        (["--start", "All", "--length", "0"], lambda out: out == "All\n"),
+        (["--greedy", "--temperature", "0", "--length", "10"], lambda out: len(out) == 11),
+        (["--top-p", "1", "--top-k", "1000", "--length", "10"], lambda out: len(out) == 11),
+    ],
+)
+def test_edge_requests_that_are_fine(model_run, args, check):
+    result = run_cli("generate", str(model_run), "--seed", "0", *args)
+    assert result.returncode == 0, result.stderr
+    assert check(result.stdout), result.stdout
+
+
+def test_start_with_bytes_that_are_not_utf8(model_run):
+    result = subprocess.run(
+        [sys.executable, "-m", "charnn", "generate", str(model_run), "--start", b"All\xff\xfe"],
+        capture_output=True,
+    )
+    assert result.returncode == 1 and result.stdout == b""
+    err = result.stderr.decode()
+    assert err.startswith("charnn: error: --start holds characters") and err.count("\n") == 1

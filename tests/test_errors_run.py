@@ -1,0 +1,56 @@
+"""Run folders that cannot be used as asked, through the real CLI (disk full and locks: test_resilience)."""
+
+import subprocess
+
+import pytest
+
+from conftest import TINY_FLAGS, assert_clean_error, run_cli
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("All:\nSpeak, speak.\n" * 200)
+    return path
+
+
+def train(corpus, out, *extra):
+    return run_cli(
+        "train", "--data", str(corpus), "--out", str(out), "--max-steps", "2", "--quiet", *TINY_FLAGS, *extra
+    )
+
+
+def test_existing_run_needs_resume_or_overwrite(tmp_path, corpus):
+    assert train(corpus, tmp_path / "run").returncode == 0
+    before = (tmp_path / "run/model/model.safetensors").read_bytes()
+    assert_clean_error(train(corpus, tmp_path / "run"), "already holds a run", "--resume", "--overwrite")
+    assert (tmp_path / "run/model/model.safetensors").read_bytes() == before
+    assert train(corpus, tmp_path / "run", "--overwrite", "--seed", "3").returncode == 0
+    assert (tmp_path / "run/model/model.safetensors").read_bytes() != before
+
+
+def test_out_that_cannot_be_a_folder(tmp_path, corpus):
+    (tmp_path / "afile").write_text("x")
+    assert_clean_error(train(corpus, tmp_path / "afile"), "afile", "not a folder")
+    assert_clean_error(train(corpus, tmp_path / "afile" / "run"), "cannot create the run folder")
+
+
+def test_resume_without_a_run(tmp_path):
+    assert_clean_error(run_cli("train", "--out", str(tmp_path / "nothing"), "--resume"), "no run to resume")
+
+
+def test_unwritable_output_folder(tmp_path, corpus):
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here; needs root")
+    try:
+        assert_clean_error(
+            train(corpus, disk / "run"), "cannot create the run folder", "Read-only file system"
+        )
+        assert_clean_error(train(corpus, disk), "not writable")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
