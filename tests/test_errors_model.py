@@ -59,6 +59,7 @@ def test_paths_that_are_not_models(tmp_path):
             ["vocab.json", "holds 2 characters"],
         ),
         (lambda m: (m / "model.safetensors").unlink(), ["model.safetensors", "missing"]),
+        (lambda m: edit_config(m, lambda c: c.update(training="oops")), ["'training' must be a JSON object"]),
     ],
 )
 def test_broken_model_folders(model, damage, needles):
@@ -105,3 +106,19 @@ def test_no_code_path_unpickles():
     )
     for path in src.rglob("*.py"):
         assert not unsafe.search(path.read_text()), path
+
+
+def test_evaluate_when_the_training_text_has_moved(model_run, tmp_path):
+    shutil.copytree(model_run, tmp_path / "run")
+    edit_config(tmp_path / "run" / "model", lambda c: c["training"].update(data=str(tmp_path / "gone.txt")))
+    assert_clean_error(run_cli("evaluate", str(tmp_path / "run")), "gone.txt", "no longer there", "--data")
+
+
+def test_damaged_checkpoint_state_is_named_when_resuming(model_run, tmp_path):
+    shutil.copytree(model_run, tmp_path / "run")
+    newest = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
+    state = json.loads((newest / "state.json").read_text())
+    del state["rng"]
+    (newest / "state.json").write_text(json.dumps(state))
+    result = run_cli("train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "9")
+    assert_clean_error(result, "state.json: damaged", "delete this checkpoint folder")

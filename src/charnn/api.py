@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from charnn.checkpoint import LoadedModel, load_model
-from charnn.data import load_corpus, split
+from charnn.data import SHAKESPEARE, is_url, load_corpus, split
 from charnn.device import resolve_device
 from charnn.errors import ConfigError, DataError
 from charnn.loss import EVAL_WINDOW, loss_carried, loss_windows
@@ -55,6 +55,8 @@ def evaluate(
     source = data or training.get("data")
     if not source:
         raise ConfigError(f"{loaded.path}: the model does not record its training text; pass --data")
+    if not data and not (source == SHAKESPEARE or is_url(source) or Path(source).exists()):
+        raise DataError(f"{source}: the model's training text is no longer there; pass --data PATH")
     corpus = load_corpus(source, training.get("encoding", "utf-8"), vocab=loaded.vocab)
     val_fraction = training.get("val_fraction", 0.1)
     train_ids, val_ids = split(corpus.ids, val_fraction)

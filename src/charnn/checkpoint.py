@@ -96,6 +96,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", verify: boo
             f"{directory}: saved by a newer charnn (format {version}, this one reads {FORMAT_VERSION}); "
             "upgrade charnn"
         )
+    if not isinstance(info.get("training", {}), dict):
+        raise ModelFileError(f"{directory / 'config.json'}: 'training' must be a JSON object")
     try:
         config = ModelConfig.from_dict(info.get("model", {}))
     except (CharnnError, TypeError) as e:

@@ -296,15 +296,21 @@ class Trainer:
         load_weights(self.model, ckpt.weights, ckpt.path / "model.safetensors")
         if self.compute is not self.model:
             self.compute.load_state_dict({k: v.to(self.dtype) for k, v in self.model.state_dict().items()})
-        self.optimizer.load_state_dict(ckpt.optimizer)
-        self.step = int(state["step"])
-        self.train_time = float(state["train_time_s"])
-        self.planned_steps = self.step_limit or int(state["planned_steps"])
-        self.best_val, self.best_step = state["best_val_loss"], int(state["best_step"])
-        self.last_loss = state["last_loss"]
-        carry = [ckpt.loop_tensors[f"carry.{i}"] for i in range(len(ckpt.loop_tensors))]
-        self.carry = tuple(t.to(self.device, self.dtype) for t in carry) if carry else None
-        _set_rng_state(state["rng"])
+        try:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            self.step = int(state["step"])
+            self.train_time = float(state["train_time_s"])
+            self.planned_steps = self.step_limit or int(state["planned_steps"])
+            self.best_val, self.best_step = state["best_val_loss"], int(state["best_step"])
+            self.last_loss = state["last_loss"]
+            carry = [ckpt.loop_tensors[f"carry.{i}"] for i in range(len(ckpt.loop_tensors))]
+            self.carry = tuple(t.to(self.device, self.dtype) for t in carry) if carry else None
+            _set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ModelFileError(
+                f"{ckpt.path / 'state.json'}: damaged ({type(e).__name__}: {e}); "
+                "delete this checkpoint folder to resume from the one before"
+            ) from None
 
     # ---- the loop -------------------------------------------------------------------------------------
     def _stop_reason(self) -> str | None:
