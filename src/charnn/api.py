@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from charnn.checkpoint import LoadedModel, load_model
 from charnn.data import SHAKESPEARE, is_url, load_corpus, split
 from charnn.device import resolve_device
 from charnn.errors import ConfigError, DataError
+from charnn.inference import WEIGHT_FORMATS, StepModel, choose_weights
 from charnn.loss import EVAL_WINDOW, loss_carried, loss_windows
-from charnn.sampling import SamplingConfig, clean_start, generate_texts
+from charnn.sampling import SamplingConfig, clean_start, sample, start_ids
 
 SPLITS = ("val", "train", "all")
 
@@ -21,6 +23,22 @@ def load(path: str | Path, device: str = "cpu", verify: bool = True) -> LoadedMo
 
 def _loaded(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load(model, device)
+
+
+def weights_for(loaded: LoadedModel, precision: str, batch: int) -> str:
+    """The weight format generation runs with (see inference.choose_weights)."""
+    checks = loaded.info.get("inference", {}).get("val_loss", {})
+    return choose_weights(precision, checks if isinstance(checks, dict) else {}, batch, loaded.model.device)
+
+
+def stream(
+    loaded: LoadedModel, start: str, cfg: SamplingConfig, precision: str = "auto", skip_unknown: bool = False
+) -> tuple[str, Iterator[list[str]]]:
+    """The start string as it will be used, and an iterator over the generated chars (one list per step)."""
+    start = clean_start(loaded.vocab, start, skip_unknown)
+    start_ids(loaded.vocab, start)  # refuse unknown characters before anything is generated
+    weights = weights_for(loaded, precision, cfg.num_samples)
+    return start, sample(loaded.model, loaded.vocab, start, cfg, weights)
 
 
 def generate(
@@ -35,17 +53,26 @@ def generate(
     num_samples: int = 1,
     seed: int | None = None,
     skip_unknown: bool = False,
+    precision: str = "auto",
 ) -> str | list[str]:
     """Start string plus `length` generated chars; a list of such strings when num_samples > 1."""
     loaded = _loaded(model)
     cfg = SamplingConfig(length, temperature, top_k, top_p, greedy, num_samples, seed)
-    start = clean_start(loaded.vocab, start, skip_unknown)
-    texts = [start + t for t in generate_texts(loaded.model, loaded.vocab, start, cfg)]
+    start, chars = stream(loaded, start, cfg, precision, skip_unknown)
+    parts: list[list[str]] = [[] for _ in range(num_samples)]
+    for step in chars:
+        for part, c in zip(parts, step, strict=True):
+            part.append(c)
+    texts = [start + "".join(p) for p in parts]
     return texts[0] if num_samples == 1 else texts
 
 
 def evaluate(
-    model: str | Path | LoadedModel, data: str | None = None, split_name: str = "val", device: str = "cpu"
+    model: str | Path | LoadedModel,
+    data: str | None = None,
+    split_name: str = "val",
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict:
     """Loss over a whole split of the training text (or of `data`): state carried, and per 100-char window."""
     if split_name not in SPLITS:
@@ -65,12 +92,16 @@ def evaluate(
         raise DataError(
             f"{corpus.source}: the {split_name} split holds {len(ids)} chars; nothing to evaluate"
         )
-    carried = loss_carried(loaded.model, ids)
-    windows = loss_windows(loaded.model, ids, EVAL_WINDOW)
+    if precision not in WEIGHT_FORMATS:
+        raise ConfigError(f"--precision must be one of {', '.join(WEIGHT_FORMATS)}, got {precision!r}")
+    net = loaded.model if precision == "fp32" else StepModel(loaded.model, precision)
+    carried = loss_carried(net, ids)
+    windows = loss_windows(net, ids, EVAL_WINDOW)
     return {
         "data": corpus.source,
         "split": split_name,
         "val_fraction": val_fraction,
+        "precision": precision,
         **carried.to_dict(),
         "carried": carried.to_dict(),
         "windows": {**windows.to_dict(), "window": EVAL_WINDOW},

@@ -17,7 +17,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from charnn.errors import CharnnError, ModelFileError
-from charnn.fileio import write_folder
+from charnn.fileio import write_folder, write_json
 from charnn.model import CharRNN, ModelConfig, parameter_shapes
 from charnn.vocab import Vocab
 
@@ -71,6 +71,13 @@ class LoadedModel:
     path: Path
 
 
+def update_model_info(directory: Path, key: str, value: object) -> None:
+    """Set one top-level entry of a model's config.json (not the weights or their hash), atomically."""
+    info = read_json(directory / "config.json")
+    info[key] = value
+    write_json(directory / "config.json", info)
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """The model folder meant by `path`: a run folder's model/ or a model folder itself."""
     p = Path(path).expanduser()
@@ -121,7 +128,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", verify: boo
         )
     tensors = read_tensors(weights_path, sha256 if verify else None)
     check_weights(tensors, parameter_shapes(config), weights_path)  # before allocating a model
-    model = CharRNN(config)
+    model = CharRNN(config, init=False)
     model.load_state_dict(tensors)
     model.to(device).eval()
     return LoadedModel(model, vocab, config, info, directory)

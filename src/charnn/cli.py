@@ -152,6 +152,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-unknown", action="store_true", help="drop start characters the model never saw")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where to run")
     p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "int8"),
+        default="auto",
+        help="weights while stepping; auto: the fastest format the model's saved check allows (else fp32)",
+    )
+    p.add_argument(
         "--no-verify", action="store_true", help="load weights whose sha256 does not match config.json"
     )
     p.set_defaults(handler=_generate)
@@ -166,6 +172,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
     p.add_argument("--data", default=None, help="text to evaluate on (default: the model's training text)")
     p.add_argument("--split", choices=("val", "train", "all"), default="val", help="which part of the text")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8"),
+        default="fp32",
+        help="weights to compute the loss with",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where to run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_evaluate)
@@ -215,23 +227,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from charnn.api import load
-    from charnn.sampling import SamplingConfig, clean_start, sample, start_ids
+    from charnn.api import load, stream
+    from charnn.sampling import SamplingConfig
 
     cfg = SamplingConfig(
         args.length, args.temperature, args.top_k, args.top_p, args.greedy, args.num_samples, args.seed
     )
     loaded = load(args.model, args.device, verify=not args.no_verify)
-    start = clean_start(loaded.vocab, args.start, args.skip_unknown)
-    start_ids(loaded.vocab, start)  # refuse characters the model never saw before printing anything
+    start, chars = stream(loaded, args.start, cfg, args.precision, args.skip_unknown)
     rest: list[list[str]] = [[] for _ in range(cfg.num_samples - 1)]
     out = sys.stdout
     out.write(start)
     out.flush()
-    for chars in sample(loaded.model, loaded.vocab, start, cfg):
-        out.write(chars[0])
+    for step in chars:
+        out.write(step[0])
         out.flush()
-        for part, c in zip(rest, chars[1:], strict=True):
+        for part, c in zip(rest, step[1:], strict=True):
             part.append(c)
     for part in rest:
         out.write(SEPARATOR + start + "".join(part))
@@ -243,7 +254,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from charnn.api import evaluate
 
-    report = evaluate(args.model, args.data, args.split, args.device)
+    report = evaluate(args.model, args.data, args.split, args.device, args.precision)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -261,7 +272,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from charnn.api import load
+    from charnn.api import load, weights_for
 
     loaded = load(args.model)
     report = {
@@ -271,6 +282,11 @@ def _info(args: argparse.Namespace) -> int:
         "vocab_size": len(loaded.vocab),
         "vocab": "".join(loaded.vocab.chars),
         "training": loaded.info.get("training", {}),
+        "inference": loaded.info.get("inference", {}),
+        "generate_weights": {
+            "batch_1": weights_for(loaded, "auto", 1),
+            "batch_64": weights_for(loaded, "auto", 64),
+        },
     }
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
@@ -283,6 +299,14 @@ def _info(args: argparse.Namespace) -> int:
     print(f"vocabulary {report['vocab_size']} chars: {report['vocab']!r}")
     for key, value in report["training"].items():
         print(f"training   {key}: {value}")
+    checks = report["inference"].get("val_loss", {})
+    if checks:
+        losses = ", ".join(f"{fmt} {loss:.4f}" for fmt, loss in checks.items())
+        print(f"weights    val loss {losses} nats/char ({report['inference'].get('val_chars', 0):,} chars)")
+    chosen = report["generate_weights"]
+    print(
+        f"generate   --precision auto steps with {chosen['batch_1']} weights ({chosen['batch_64']} for batches)"
+    )
     return 0
 
 

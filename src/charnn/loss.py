@@ -67,7 +67,7 @@ def loss_carried(model: CharRNN, ids: np.ndarray, streams: int = 32, burn_in: in
     """
     _check_length(ids)
     model.eval()
-    device = model.embedding.weight.device
+    device = model.device
     targets = len(ids) - 1
     streams = max(1, min(streams, targets // max(4 * burn_in, 1)))
     per = targets // streams
@@ -100,7 +100,7 @@ def loss_windows(
     """Loss with the text cut into consecutive `window`-char pieces, each read from a zero state."""
     _check_length(ids)
     model.eval()
-    device = model.embedding.weight.device
+    device = model.device
     targets = len(ids) - 1
     total = 0.0
     for first in range(0, targets, window * batch_size):

@@ -56,7 +56,7 @@ class Recurrent(nn.Module):
     constant zero buffer, so the parameter count matches the tutorial's exactly.
     """
 
-    def __init__(self, cell: str, input_size: int, hidden: int, layers: int, dropout: float):
+    def __init__(self, cell: str, input_size: int, hidden: int, layers: int, dropout: float, init: bool):
         super().__init__()
         self.kind = CELLS[cell]
         self.hidden, self.layers, self.dropout = hidden, layers, dropout
@@ -71,7 +71,8 @@ class Recurrent(nn.Module):
             else:
                 self.register_parameter(f"bias_l{k}", nn.Parameter(torch.zeros(width)))
         self.register_buffer("zero_bias", torch.zeros(width), persistent=False)
-        self.reset_parameters()
+        if init:
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Keras's initialisers: Glorot-uniform input, orthogonal recurrent weights, unit forget bias."""
@@ -109,16 +110,24 @@ class Recurrent(nn.Module):
 class CharRNN(nn.Module):
     """Embedding -> recurrent layers -> Linear over the vocabulary."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, init: bool = True):
+        """`init=False` skips initialising the weights, for a model whose weights are loaded next."""
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding)
-        self.rnn = Recurrent(config.cell, config.embedding, config.hidden, config.layers, config.dropout)
+        c = config
+        self.rnn = Recurrent(c.cell, c.embedding, c.hidden, c.layers, c.dropout, init)
         self.head = nn.Linear(config.hidden, config.vocab_size)
+        if not init:
+            return
         nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
         bound = math.sqrt(6.0 / (config.hidden + config.vocab_size))
         nn.init.uniform_(self.head.weight, -bound, bound)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
 
     def init_state(self, batch_size: int) -> State:
         """An all-zero recurrent state for `batch_size` sequences."""

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from charnn.errors import ConfigError
+from charnn.inference import StepModel
 from charnn.model import CharRNN
 from charnn.vocab import Vocab
 
@@ -102,25 +103,29 @@ def start_ids(vocab: Vocab, start: str) -> list[int]:
 
 
 @torch.no_grad()
-def sample(model: CharRNN, vocab: Vocab, start: str, cfg: SamplingConfig) -> Iterator[list[str]]:
-    """Yield, per step, the next char of each of the `cfg.num_samples` samples, generated as one batch."""
+def sample(
+    model: CharRNN, vocab: Vocab, start: str, cfg: SamplingConfig, weights: str | None = "fp32"
+) -> Iterator[list[str]]:
+    """Yield, per step, the next char of each of the `cfg.num_samples` samples, generated as one batch.
+
+    The start string goes through the model in one call; then each step runs on a StepModel holding the
+    weights in format `weights` (None: the model itself, one call per char, the slow reference path).
+    """
     model.eval()
-    device = model.embedding.weight.device
+    device = model.device
     generator = torch.Generator()
     generator.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
     ids = torch.tensor([start_ids(vocab, start)], device=device).repeat(cfg.num_samples, 1)
     logits, state = model(ids)
+    logits = logits[:, -1]
+    stepper = StepModel(model, weights) if weights else None
     for i in range(cfg.length):
-        nxt = pick(logits[:, -1].cpu(), cfg, generator)
+        nxt = pick(logits.cpu(), cfg, generator)
         yield [vocab.chars[c] for c in nxt.tolist()]
-        if i + 1 < cfg.length:
+        if i + 1 == cfg.length:
+            break
+        if stepper:
+            logits, state = stepper.step(nxt.to(device), state)
+        else:
             logits, state = model(nxt.unsqueeze(1).to(device), state)
-
-
-def generate_texts(model: CharRNN, vocab: Vocab, start: str, cfg: SamplingConfig) -> list[str]:
-    """The generated continuations (without the start string), one per sample."""
-    parts: list[list[str]] = [[] for _ in range(cfg.num_samples)]
-    for chars in sample(model, vocab, start, cfg):
-        for part, c in zip(parts, chars, strict=True):
-            part.append(c)
-    return ["".join(p) for p in parts]
+            logits = logits[:, -1]

@@ -20,11 +20,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charnn.checkpoint import Checkpoint, load_weights, save_checkpoint, save_model
+from charnn.checkpoint import (
+    Checkpoint,
+    load_model,
+    load_weights,
+    save_checkpoint,
+    save_model,
+    update_model_info,
+)
 from charnn.config import ModelConfig, TrainConfig
 from charnn.data import Corpus, StreamBatches, WindowBatches, split
 from charnn.device import memory_bytes, resolve_device, resolve_precision
 from charnn.errors import CharnnError, ConfigError, DataError, ModelFileError, TrainingError
+from charnn.inference import weight_checks
 from charnn.loss import LossReport, loss_carried
 from charnn.model import CharRNN, count_parameters
 from charnn.plot import matplotlib_available, plot_losses
@@ -33,6 +41,7 @@ from charnn.rundir import RunDir
 from charnn.train import TrainResult, lr_at
 
 _THROUGHPUT_PROBE_STEPS = 10
+WEIGHT_CHECK_CHARS = 200_000  # enough to see a 0.01-nat change, quick even for big validation splits
 
 
 class Stopped(CharnnError):
@@ -93,6 +102,28 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(states)
 
 
+class LowPrecisionCopy:
+    """A bf16 copy of a model for forward and backward; the fp32 master weights take the optimizer steps."""
+
+    def __init__(self, master: CharRNN, dtype: torch.dtype):
+        self.module = copy.deepcopy(master).to(dtype)
+        self.masters = list(master.parameters())
+        self.lows = list(self.module.parameters())
+
+    def grads_to_master(self) -> None:
+        """Copy (and widen) the copy's gradients into the masters' gradients."""
+        for m in self.masters:
+            if m.grad is None:
+                m.grad = torch.empty_like(m)
+        torch._foreach_copy_([m.grad for m in self.masters], [low.grad for low in self.lows])
+        for low in self.lows:
+            low.grad = None
+
+    @torch.no_grad()
+    def weights_from_master(self) -> None:
+        torch._foreach_copy_(self.lows, self.masters)
+
+
 def _check_fits(model_cfg: ModelConfig) -> None:
     """Refuse a model whose weights, gradients and Adam state alone exceed this machine's memory."""
     params = count_parameters(model_cfg)
@@ -126,12 +157,15 @@ class Trainer:
         self.model = CharRNN(model_cfg).to(self.device)
         # On CPU, autocast does not reach the fused LSTM kernel, so low precision runs on a cast copy
         # of the weights while the optimizer keeps updating the fp32 originals.
-        cast_copy = self.device.type == "cpu" and self.dtype != torch.float32
-        self.compute = copy.deepcopy(self.model).to(self.dtype) if cast_copy else self.model
+        cast = self.device.type == "cpu" and self.dtype != torch.float32
+        self.cast = LowPrecisionCopy(self.model, self.dtype) if cast else None
+        self.compute = self.cast.module if self.cast else self.model
         self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         optim_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
-        self.optimizer = optim_cls(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = optim_cls(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+        )
         train_ids, self.val_ids = split(corpus.ids, cfg.val_fraction)
         batches = StreamBatches if cfg.batching == "stream" else WindowBatches
         self.batches = batches(train_ids, cfg.seq_len, cfg.batch_size, cfg.seed, corpus.source)
@@ -165,10 +199,8 @@ class Trainer:
         if self.batches.carries_state:
             self.carry = tuple(s.detach() for s in state)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
-        if self.compute is not self.model:
-            for master, low in zip(self.model.parameters(), self.compute.parameters(), strict=True):
-                master.grad = low.grad.float()
-                low.grad = None
+        if self.cast:
+            self.cast.grads_to_master()
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
@@ -184,11 +216,10 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.compute is not self.model:
-            with torch.no_grad():
-                for master, low in zip(self.model.parameters(), self.compute.parameters(), strict=True):
-                    low.copy_(master)
+        if self.cast:
+            self.cast.weights_from_master()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         return value, grad_norm
 
     # ---- evaluation, saving -------------------------------------------------------------------------
@@ -294,8 +325,8 @@ class Trainer:
         if state.get("model") != self.model.config.to_dict():
             raise ModelFileError(f"{ckpt.path}: the model settings differ from this run's; start a new run")
         load_weights(self.model, ckpt.weights, ckpt.path / "model.safetensors")
-        if self.compute is not self.model:
-            self.compute.load_state_dict({k: v.to(self.dtype) for k, v in self.model.state_dict().items()})
+        if self.cast:
+            self.cast.weights_from_master()
         try:
             self.optimizer.load_state_dict(ckpt.optimizer)
             self.step = int(state["step"])
@@ -390,7 +421,16 @@ class Trainer:
             self._after_eval(self.evaluate())
         if saved_at != self.step:
             self.save_checkpoint()
+        self._check_weight_formats()
         return self._result(reason or "done")
+
+    def _check_weight_formats(self) -> None:
+        """Record in model/config.json how the best model's loss changes with reduced-precision weights."""
+        ids = self.val_ids[:WEIGHT_CHECK_CHARS]
+        if len(ids) < 2:
+            return
+        checks = weight_checks(load_model(self.rundir.model_dir).model, ids)
+        update_model_info(self.rundir.model_dir, "inference", {"val_chars": len(ids) - 1, "val_loss": checks})
 
     def _stopped_by_signal(self, name: str, saved_at: int) -> TrainResult:
         path = self.save_checkpoint() if saved_at != self.step else self.rundir.checkpoints()[-1]

@@ -1,0 +1,153 @@
+"""Fast inference one character at a time, for generation and for checking reduced-precision weights.
+
+The fused recurrent kernels pay a large fixed cost per call, which dominates when each call advances one
+character. StepModel instead precomputes the first layer's input product for every character (a
+vocabulary-by-gates table, so the embedding and input weights cost nothing per step) and runs each step as
+one matrix product per layer plus the cell's pointwise math. The recurrent matrices can be kept in fp32,
+bf16, or int8 with one scale per output row (weight-only: activations stay in floating point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from charnn.device import cpu_kind
+from charnn.errors import ConfigError
+from charnn.loss import loss_carried
+from charnn.model import CharRNN, State
+
+WEIGHT_FORMATS = ("fp32", "bf16", "int8")
+
+
+def _matmul(weight: Tensor, fmt: str) -> Callable[[Tensor], Tensor]:
+    """x (N, in) -> x @ weight.T (N, out) in fp32, with the weight stored in format `fmt`."""
+    if fmt == "fp32":
+        wt = weight.detach().float().t().contiguous()
+        return lambda x: x @ wt
+    if fmt == "bf16":
+        wt = weight.detach().to(torch.bfloat16).t().contiguous()
+        return lambda x: (x.to(torch.bfloat16) @ wt).float()
+    if fmt == "int8":
+        w = weight.detach().float()
+        scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        scales = scales.to(torch.bfloat16)
+        return lambda x: torch._weight_int8pack_mm(x.to(torch.bfloat16), q, scales).float()
+    raise ConfigError(f"weight format must be one of {', '.join(WEIGHT_FORMATS)}, got {fmt!r}")
+
+
+class StepModel:
+    """A CharRNN's weights laid out for stepping: forward(x, state) like the model, one char at a time."""
+
+    def __init__(self, model: CharRNN, weights: str = "fp32"):
+        cfg, rnn = model.config, model.rnn
+        self.config, self.weights, self.cell = cfg, weights, cfg.cell
+        self.device = model.embedding.weight.device
+        self.hidden, self.layers = cfg.hidden, cfg.layers
+        with torch.no_grad():
+            flat = [w.detach().float() for w in rnn.flat_weights()]
+            w_ih, b_ih, b_hh = flat[0], flat[2], flat[3]
+            # GRU's recurrent bias sits inside the reset gate, so only LSTM and RNN fold it into the table.
+            fold = b_ih + b_hh if cfg.cell != "gru" else b_ih
+            self.table = model.embedding.weight.detach().float() @ w_ih.t() + fold
+            self.input_mm = [_matmul(flat[4 * k], weights) for k in range(1, cfg.layers)]
+            self.input_bias = [
+                flat[4 * k + 2] + (flat[4 * k + 3] if cfg.cell != "gru" else 0) for k in range(1, cfg.layers)
+            ]
+            self.recurrent_mm = [_matmul(flat[4 * k + 1], weights) for k in range(cfg.layers)]
+            self.recurrent_bias = [flat[4 * k + 3] for k in range(cfg.layers)]  # used by GRU only
+            self.head_w = model.head.weight.detach().float().t().contiguous()
+            self.head_b = model.head.bias.detach().float()
+
+    def init_state(self, batch_size: int) -> State:
+        shape = (self.layers, batch_size, self.hidden)
+        count = 2 if self.cell == "lstm" else 1
+        return tuple(torch.zeros(shape, device=self.device) for _ in range(count))
+
+    def eval(self) -> StepModel:
+        return self
+
+    @torch.no_grad()
+    def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        """Logits (N, vocab) after reading one char per sequence, ids (N,), and the new state."""
+        hs = list(state[0].unbind(0))
+        cs = list(state[1].unbind(0)) if self.cell == "lstm" else []
+        x = None
+        for k in range(self.layers):
+            gi = self.table[ids] if k == 0 else self.input_mm[k - 1](x).add_(self.input_bias[k - 1])
+            gh = self.recurrent_mm[k](hs[k])
+            if self.cell == "lstm":
+                hs[k], cs[k] = _lstm_cell(gi.add_(gh), cs[k])
+            elif self.cell == "gru":
+                hs[k] = _gru_cell(gi, gh.add_(self.recurrent_bias[k]), hs[k])
+            else:
+                hs[k] = gi.add_(gh).tanh_()
+            x = hs[k]
+        logits = torch.addmm(self.head_b, x, self.head_w)
+        new_state = (torch.stack(hs),) if self.cell != "lstm" else (torch.stack(hs), torch.stack(cs))
+        return logits, new_state
+
+    def __call__(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Like CharRNN.forward: logits (N, T, vocab) for ids (N, T), stepping through time."""
+        if state is None:
+            state = self.init_state(x.shape[0])
+        state = tuple(s.float() for s in state)
+        outs = []
+        for t in range(x.shape[1]):
+            logits, state = self.step(x[:, t], state)
+            outs.append(logits)
+        return torch.stack(outs, dim=1), state
+
+
+def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f).mul_(c).addcmul_(torch.sigmoid(i), torch.tanh(g))
+    return torch.sigmoid(o).mul_(torch.tanh(c)), c
+
+
+def _gru_cell(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    i_r, i_z, i_n = gi.chunk(3, dim=1)
+    h_r, h_z, h_n = gh.chunk(3, dim=1)
+    r = torch.sigmoid(i_r.add_(h_r))
+    z = torch.sigmoid(i_z.add_(h_z))
+    n = torch.tanh(i_n.addcmul_(r, h_n))
+    return n.add_(z.mul_(h - n))
+
+
+# Where each weight format is fastest: int8 moves the least memory per step (batch 1); at larger batches the
+# products become compute-bound and bf16 runs on the CPU's bf16 units. Formats are only picked where the
+# model's recorded check shows them within TOLERANCE_NATS of fp32.
+TOLERANCE_NATS = 0.01
+_PREFERENCE = {"single": ("int8", "bf16", "fp32"), "batch": ("bf16", "int8", "fp32")}
+
+
+def choose_weights(requested: str, checks: dict, batch: int, device: torch.device) -> str:
+    """The weight format to generate with: `requested`, or for `auto` the fastest one the checks allow."""
+    if requested != "auto":
+        if requested not in WEIGHT_FORMATS:
+            raise ConfigError(f"--precision must be auto, fp32, bf16 or int8, got {requested!r}")
+        if requested == "bf16" and device.type == "cpu" and cpu_kind() == "fp32":
+            raise ConfigError(
+                "--precision bf16: this CPU has no native bf16, where bf16 is slow; use int8 or fp32"
+            )
+        return requested
+    if device.type != "cpu" or cpu_kind() == "fp32":  # reduced formats are measured on bf16-capable CPUs only
+        return "fp32"
+    reference = checks.get("fp32")
+    for fmt in _PREFERENCE["single" if batch == 1 else "batch"]:
+        loss = checks.get(fmt)
+        if fmt == "fp32" or (
+            reference is not None and loss is not None and loss - reference <= TOLERANCE_NATS
+        ):
+            return fmt
+    return "fp32"
+
+
+def weight_checks(model: CharRNN, ids: np.ndarray) -> dict[str, float]:
+    """Validation loss (state carried) with each weight format this CPU runs well, for choose_weights."""
+    formats = [f for f in WEIGHT_FORMATS if f != "bf16" or cpu_kind() != "fp32"]
+    return {fmt: loss_carried(StepModel(model, fmt) if fmt != "fp32" else model, ids).nats for fmt in formats}
