@@ -304,9 +304,7 @@ def _info(args: argparse.Namespace) -> int:
         losses = ", ".join(f"{fmt} {loss:.4f}" for fmt, loss in checks.items())
         print(f"weights    val loss {losses} nats/char ({report['inference'].get('val_chars', 0):,} chars)")
     chosen = report["generate_weights"]
-    print(
-        f"generate   --precision auto steps with {chosen['batch_1']} weights ({chosen['batch_64']} for batches)"
-    )
+    print(f"generate   --precision auto: {chosen['batch_1']} weights, {chosen['batch_64']} for batches")
     return 0
 
 
