@@ -1,0 +1,114 @@
+"""The fast stepping paths against the plain fused model: same numbers in fp32, close in bf16 and int8."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import charnn
+import charnn.inference
+from charnn.config import ModelConfig, TrainConfig
+from charnn.data import load_corpus
+from charnn.errors import ConfigError
+from charnn.inference import StepModel, choose_weights
+from charnn.loss import loss_carried
+from charnn.model import CharRNN
+from charnn.progress import Reporter
+from charnn.rundir import RunDir
+from charnn.sampling import SamplingConfig, sample
+from charnn.trainer import Trainer
+from charnn.vocab import Vocab
+
+
+def random_model(cell: str, layers: int) -> CharRNN:
+    torch.manual_seed(1)
+    model = CharRNN(ModelConfig(vocab_size=23, cell=cell, embedding=12, hidden=48, layers=layers)).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # non-zero biases, so every bias path counts
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def max_diff(model: CharRNN, weights: str) -> float:
+    x = torch.randint(0, 23, (3, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, ref_state = model(x)
+        out, state = StepModel(model, weights)(x)
+    diffs = [(out - ref).abs().max()] + [(a - b).abs().max() for a, b in zip(state, ref_state, strict=True)]
+    return max(float(d) for d in diffs)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fp32_step_path_equals_the_fused_model(cell, layers):
+    diff = max_diff(random_model(cell, layers), "fp32")
+    print(f"fp32 step vs fused, {cell} x{layers}: max abs diff {diff:.2e}")
+    assert diff < 1e-5
+
+
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_reduced_precision_weights_stay_close(cell, weights):
+    diff = max_diff(random_model(cell, 2), weights)
+    print(f"{weights} step vs fused fp32, {cell} x2: max abs diff {diff:.2e}")
+    assert diff < {"lstm": 0.05, "gru": 0.05, "rnn": 0.5}[cell]  # a random tanh RNN amplifies rounding most
+
+
+def test_seeded_sample_is_the_same_on_the_fast_and_reference_paths():
+    model = random_model("lstm", 2)
+    vocab = Vocab.from_text("abcdefghijklmnopqrstuv\n")
+    cfg = SamplingConfig(length=300, seed=11, num_samples=2)
+    fast = list(sample(model, vocab, "abc", cfg, "fp32"))
+    reference = list(sample(model, vocab, "abc", cfg, None))
+    assert fast == reference
+
+
+def test_loss_with_reduced_weights_matches_fp32_on_a_trained_model(trained_run):
+    loaded = charnn.load(trained_run)
+    ids = load_corpus(loaded.info["training"]["data"]).ids[:3000]
+    reference = loss_carried(loaded.model, ids).nats
+    for weights in ("fp32", "bf16", "int8"):
+        loss = loss_carried(StepModel(loaded.model, weights), ids).nats
+        print(f"{weights}: {loss:.5f} vs fp32 fused {reference:.5f}")
+        assert abs(loss - reference) < (1e-5 if weights == "fp32" else 0.01)
+
+
+def test_training_records_the_weight_checks(trained_run):
+    info = json.loads((trained_run / "model/config.json").read_text())["inference"]
+    assert set(info["val_loss"]) >= {"fp32", "int8"} and info["val_chars"] > 0
+    assert info["val_loss"]["fp32"] == pytest.approx(info["val_loss"]["int8"], abs=0.01)
+
+
+def test_choose_weights(monkeypatch):
+    cpu = torch.device("cpu")
+    good = {"fp32": 1.50, "bf16": 1.501, "int8": 1.505}
+    monkeypatch.setattr(charnn.inference, "cpu_kind", lambda: "avx512_bf16")
+    assert choose_weights("auto", good, 1, cpu) == "int8"
+    assert choose_weights("auto", good, 64, cpu) == "bf16"
+    assert choose_weights("auto", {**good, "int8": 1.52}, 1, cpu) == "bf16"  # int8 costs 0.02 nats: not used
+    assert choose_weights("auto", {}, 1, cpu) == "fp32"  # never checked: the safe choice
+    assert choose_weights("fp32", good, 1, cpu) == "fp32"
+    monkeypatch.setattr(charnn.inference, "cpu_kind", lambda: "fp32")
+    assert choose_weights("auto", good, 1, cpu) == "fp32"
+    with pytest.raises(ConfigError, match="no native bf16"):
+        choose_weights("bf16", good, 1, cpu)
+
+
+def test_bf16_training_step_tracks_fp32(corpus_file):
+    corpus = load_corpus(str(corpus_file))
+    losses, weights = {}, {}
+    for precision in ("fp32", "bf16"):
+        cfg = TrainConfig(data=str(corpus_file), precision=precision, seq_len=32, batch_size=8, max_steps=30)
+        model_cfg = ModelConfig(vocab_size=len(corpus.vocab), hidden=32, embedding=16)
+        trainer = Trainer(RunDir("unused"), model_cfg, cfg, corpus, "seed", Reporter(quiet=True))
+        losses[precision] = [trainer._train_step(*trainer.batches.batch(0, i))[0] for i in range(30)]
+        weights[precision] = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 masters
+    first = abs(losses["bf16"][0] - losses["fp32"][0]) / losses["fp32"][0]
+    last = abs(np.mean(losses["bf16"][-5:]) - np.mean(losses["fp32"][-5:])) / np.mean(losses["fp32"][-5:])
+    drift = float((weights["bf16"] - weights["fp32"]).abs().max())
+    print(
+        f"bf16 vs fp32: first loss rel diff {first:.2e}, last-5 mean rel diff {last:.2e}, weights {drift:.2e}"
+    )
+    assert first < 0.01 and last < 0.01
