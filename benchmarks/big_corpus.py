@@ -15,16 +15,15 @@ import datetime
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from charnn.bench import watch_memory  # noqa: E402
 from charnn.data import SHAKESPEARE, load_corpus  # noqa: E402
 from charnn.device import describe_cpu  # noqa: E402
 
@@ -41,40 +40,15 @@ def write_corpus(path: Path, size: int) -> None:
             written += len(block.encode("utf-8"))
 
 
-def rss_anon_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def timed_run(cmd: list[str], env: dict) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    peak = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], rss_anon_kib(proc.pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    first_step = None
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if first_step is None and " Step 1 " in line:
-            first_step = time.perf_counter() - start
-    proc.wait()
-    sampler.join()
+    first: list[float] = []
+    memory, _ = watch_memory(
+        cmd, env, on_line=lambda line, t: first or " Step 1 " not in line or first.append(t)
+    )
     return {
-        "returncode": proc.returncode,
-        "seconds_to_first_step": round(first_step, 2) if first_step else None,
-        "seconds_total": round(time.perf_counter() - start, 2),
-        "peak_rss_anon_mib": round(peak[0] / 1024, 1),
+        "seconds_to_first_step": round(first[0], 2) if first else None,
+        "seconds_total": round(memory["seconds"], 2),
+        "peak_rss_anon_mib": round(memory["peak_rss_anon_mib"], 1),
     }
 
 

@@ -89,8 +89,9 @@ def test_choose_weights(monkeypatch):
     assert choose_weights("auto", {**good, "int8": 1.52}, 1, cpu) == "bf16"  # int8 costs 0.02 nats: not used
     assert choose_weights("auto", {}, 1, cpu) == "fp32"  # never checked: the safe choice
     assert choose_weights("fp32", good, 1, cpu) == "fp32"
-    monkeypatch.setattr(charnn.inference, "cpu_kind", lambda: "fp32")
-    assert choose_weights("auto", good, 1, cpu) == "fp32"
+    monkeypatch.setattr(charnn.inference, "cpu_kind", lambda: "fp32")  # AVX2 only: no bf16, int8 at batch 1
+    assert choose_weights("auto", good, 1, cpu) == "int8"
+    assert choose_weights("auto", good, 64, cpu) == "fp32"
     with pytest.raises(ConfigError, match="no native bf16"):
         choose_weights("bf16", good, 1, cpu)
 

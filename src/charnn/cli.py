@@ -190,6 +190,19 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_info)
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure training and generation speed on this machine",
+        description="Time the tutorial's model here: training chars/s per precision, generation chars/s per "
+        "weight format, start-up time, peak memory, and this machine's GEMM and matrix-vector rates. "
+        "benchmarks/run.py adds the naive PyTorch port beside it.",
+    )
+    p.add_argument("--quick", action="store_true", help="fewer steps, no scaling table (under 2 minutes)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charnn",
@@ -199,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"charnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_generate, _add_evaluate, _add_info):
+    for add in (_add_train, _add_generate, _add_evaluate, _add_info, _add_bench):
         add(sub)
     return parser
 
@@ -306,6 +319,12 @@ def _info(args: argparse.Namespace) -> int:
     chosen = report["generate_weights"]
     print(f"generate   --precision auto: {chosen['batch_1']} weights, {chosen['batch_64']} for batches")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from charnn.bench import main as bench_main
+
+    return bench_main(args.quick, args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

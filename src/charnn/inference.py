@@ -122,7 +122,13 @@ def _gru_cell(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
 # products become compute-bound and bf16 runs on the CPU's bf16 units. Formats are only picked where the
 # model's recorded check shows them within TOLERANCE_NATS of fp32.
 TOLERANCE_NATS = 0.01
-_PREFERENCE = {"single": ("int8", "bf16", "fp32"), "batch": ("bf16", "int8", "fp32")}
+# Without native bf16 (AVX2 only) bf16 is never used, and int8 only at batch 1, where memory traffic rules.
+_PREFERENCE = {
+    (True, "single"): ("int8", "bf16", "fp32"),
+    (True, "batch"): ("bf16", "int8", "fp32"),
+    (False, "single"): ("int8", "fp32"),
+    (False, "batch"): ("fp32",),
+}
 
 
 def choose_weights(requested: str, checks: dict, batch: int, device: torch.device) -> str:
@@ -135,10 +141,10 @@ def choose_weights(requested: str, checks: dict, batch: int, device: torch.devic
                 "--precision bf16: this CPU has no native bf16, where bf16 is slow; use int8 or fp32"
             )
         return requested
-    if device.type != "cpu" or cpu_kind() == "fp32":  # reduced formats are measured on bf16-capable CPUs only
+    if device.type != "cpu":
         return "fp32"
     reference = checks.get("fp32")
-    for fmt in _PREFERENCE["single" if batch == 1 else "batch"]:
+    for fmt in _PREFERENCE[cpu_kind() != "fp32", "single" if batch == 1 else "batch"]:
         loss = checks.get(fmt)
         if fmt == "fp32" or (
             reference is not None and loss is not None and loss - reference <= TOLERANCE_NATS

@@ -1,0 +1,285 @@
+"""`charnn bench`: how fast charnn trains and generates on this machine, and this machine's limits.
+
+Everything is measured with the tutorial's model (LSTM 1024, embedding 256, 65 symbols, batch 64 x 100) on
+the built-in tiny Shakespeare. benchmarks/run.py runs the naive PyTorch port beside this and adds ratios.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from charnn.checkpoint import save_model
+from charnn.config import ModelConfig, TrainConfig
+from charnn.data import load_corpus
+from charnn.device import cpu_kind, describe_cpu
+from charnn.inference import StepModel
+from charnn.loss import loss_carried
+from charnn.model import CharRNN
+from charnn.progress import Reporter
+from charnn.rundir import RunDir
+from charnn.sampling import SamplingConfig, sample
+from charnn.trainer import Trainer
+
+SEED = ModelConfig(vocab_size=65)
+BATCH, SEQ = 64, 100
+PRECISIONS = ("fp32", "bf16") if cpu_kind() != "fp32" else ("fp32",)
+
+
+def lstm_step_flops(hidden: int, embedding: int, vocab: int, batch: int, seq: int) -> float:
+    """Floating-point operations of one training step (forward + backward ~ 3 x forward)."""
+    forward = 2 * batch * seq * ((embedding + hidden) * 4 * hidden + hidden * vocab)
+    return 3.0 * forward
+
+
+def gemm_gflops(dtype: torch.dtype, m: int = 2048, reps: int = 8) -> float:
+    """Matrix-multiply rate of this machine for square matrices of size m: the faster of torch's default
+    BLAS and oneDNN (which the recurrent kernels use; on some CPUs it is twice as fast in fp32)."""
+    a, b = torch.randn(m, m).to(dtype), torch.randn(m, m).to(dtype)
+    products = [lambda: a @ b]
+    if torch.backends.mkldnn.is_available():
+        a_dnn, b_dnn = a.to_mkldnn(), b.to_mkldnn()
+        products.append(lambda: torch._C._nn.mkldnn_linear(a_dnn, b_dnn, None))
+    rates = []
+    for product in products:
+        for _ in range(2):
+            product()
+        start = time.perf_counter()
+        for _ in range(reps):
+            product()
+        rates.append(2 * m**3 * reps / (time.perf_counter() - start) / 1e9)
+    return max(rates)
+
+
+def matvec_rate(weights: str, hidden: int = 1024, reps: int = 2000) -> float:
+    """Products per second of the 4H x H recurrent matrix with one vector, in a weight format."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=65, hidden=hidden, embedding=16))
+    matmul = StepModel(model, weights).recurrent_mm[0]
+    x = torch.randn(1, hidden)
+    for _ in range(50):
+        matmul(x)
+    start = time.perf_counter()
+    for _ in range(reps):
+        matmul(x)
+    return reps / (time.perf_counter() - start)
+
+
+def _trainer(precision: str, model: ModelConfig = SEED, batch: int = BATCH, steps: int = 10**6) -> Trainer:
+    cfg = TrainConfig(precision=precision, batch_size=batch, seq_len=SEQ, max_steps=steps)
+    return Trainer(RunDir("unused"), model, cfg, load_corpus("shakespeare"), "seed", Reporter(quiet=True))
+
+
+def train_speed(
+    precision: str, steps: int, warmup: int = 2, model: ModelConfig = SEED, batch: int = BATCH
+) -> dict:
+    """Median seconds per training step (after warm-up) and the chars per second that gives."""
+    trainer = _trainer(precision, model, batch)
+    times = []
+    for i in range(warmup + steps):
+        x, y = trainer.batches.batch(0, i % trainer.steps_per_epoch)
+        start = time.perf_counter()
+        trainer._train_step(x, y)
+        trainer.step += 1
+        times.append(time.perf_counter() - start)
+    step_s = statistics.median(times[warmup:])
+    flops = lstm_step_flops(model.hidden, model.embedding, model.vocab_size, batch, SEQ)
+    return {"step_s": step_s, "chars_per_s": batch * SEQ / step_s, "gflops": flops / step_s / 1e9}
+
+
+def bf16_learns_like_fp32(steps: int) -> dict:
+    """Validation loss after the same `steps` steps from the same start in fp32 and in bf16."""
+    losses = {}
+    for precision in PRECISIONS:
+        trainer = _trainer(precision)
+        for i in range(steps):
+            trainer._train_step(*trainer.batches.batch(0, i))
+            trainer.step += 1
+        losses[precision] = loss_carried(trainer.model, trainer.val_ids).nats
+    if "bf16" in losses:
+        losses["relative_difference"] = abs(losses["bf16"] - losses["fp32"]) / losses["fp32"]
+    return {"steps": steps, **losses}
+
+
+def generation_speed(model: CharRNN, weights: str, length: int, samples: int = 1) -> float:
+    """Characters per second (all samples together) generating `length` chars at temperature 1."""
+    vocab = load_corpus("shakespeare").vocab
+    cfg = SamplingConfig(length=length, num_samples=samples, seed=0)
+    chars = sample(model, vocab, "ROMEO: ", cfg, weights)
+    next(chars)  # the start string and the first pick: not part of the steady rate
+    start = time.perf_counter()
+    count = sum(1 for _ in chars)
+    return count * samples / (time.perf_counter() - start)
+
+
+def first_char_seconds(model_dir: Path) -> float:
+    """From starting `charnn generate` to its first generated character on stdout."""
+    cmd = [sys.executable, "-m", "charnn", "generate", str(model_dir), "--length", "50", "--start", "A"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    proc.stdout.read(2)  # the start string, then the first generated char
+    elapsed = time.perf_counter() - start
+    proc.wait()
+    return elapsed
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def watch_memory(cmd: list[str], env: dict | None = None, on_line=None) -> tuple[dict, str]:
+    """Run `cmd`, sampling its memory every 20 ms: peak RSS (VmHWM) and peak anonymous RSS in MiB, and stdout.
+
+    `on_line(line, seconds)` sees each stdout line as it arrives, with the time since start.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    peaks = {"peak_rss_mib": 0.0, "peak_rss_anon_mib": 0.0}
+
+    def sample_memory() -> None:
+        while proc.poll() is None:
+            peaks["peak_rss_mib"] = max(peaks["peak_rss_mib"], _status_kib(proc.pid, "VmHWM") / 1024)
+            peaks["peak_rss_anon_mib"] = max(
+                peaks["peak_rss_anon_mib"], _status_kib(proc.pid, "RssAnon") / 1024
+            )
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample_memory, daemon=True)
+    sampler.start()
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if on_line:
+            on_line(line, time.perf_counter() - start)
+    proc.wait()
+    sampler.join()
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd[1:4])} failed with exit code {proc.returncode}")
+    return {**peaks, "seconds": time.perf_counter() - start}, "".join(lines)
+
+
+def training_peak_rss_mib(steps: int) -> float:
+    """Peak resident memory of a real `charnn train` of the tutorial's model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "run")
+        cmd = [sys.executable, "-m", "charnn", "train", "--out", out, "--max-steps", str(steps)]
+        return watch_memory(cmd)[0]["peak_rss_mib"]
+
+
+def scaling_table(steps: int) -> list[dict]:
+    """Step time and achieved GFLOP/s against hidden size and batch size, per precision."""
+    rows = []
+    for precision in PRECISIONS:
+        for hidden in (256, 512, 1024, 2048):
+            for batch in (16, 64, 256):
+                model = ModelConfig(vocab_size=65, hidden=hidden)
+                speed = train_speed(precision, steps, warmup=1, model=model, batch=batch)
+                rows.append({"precision": precision, "hidden": hidden, "batch": batch, **speed})
+    return rows
+
+
+def run(quick: bool = False, log=print) -> dict:
+    """The whole charnn half of the benchmark, as one JSON-ready dict."""
+    torch.manual_seed(0)
+    result: dict = {"date": datetime.date.today().isoformat(), **describe_cpu(), "quick": quick}
+    log("machine limits ...")
+    result["gemm_gflops"] = {
+        p: gemm_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[p]) for p in PRECISIONS
+    }
+    formats = ("fp32", "int8", "bf16") if cpu_kind() != "fp32" else ("fp32", "int8")
+    result["matvec_per_s"] = {w: matvec_rate(w, reps=500 if quick else 2000) for w in formats}
+    log("training speed ...")
+    result["train"] = {p: train_speed(p, steps=3 if quick else 10) for p in PRECISIONS}
+    auto = "bf16" if "bf16" in PRECISIONS else "fp32"
+    result["train_auto"] = auto
+    result["train_fraction_of_gemm_peak"] = result["train"][auto]["gflops"] / result["gemm_gflops"][auto]
+    log("generation speed ...")
+    model = CharRNN(SEED).eval()
+    length = 200 if quick else 500
+    result["generate"] = {w: generation_speed(model, w, length) for w in formats}
+    result["generate_64"] = {w: generation_speed(model, w, length // 5, samples=64) for w in formats}
+    best = max(result["generate"], key=result["generate"].get)
+    result["generate_best"] = best
+    result["generate_fraction_of_matvec"] = result["generate"][best] / result["matvec_per_s"][best]
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(Path(tmp) / "model", model, load_corpus("shakespeare").vocab, {})
+        result["first_char_s"] = min(
+            first_char_seconds(Path(tmp) / "model") for _ in range(2 if quick else 3)
+        )
+    log("peak memory of a training run ...")
+    result["train_peak_rss_mib"] = training_peak_rss_mib(steps=3 if quick else 10)
+    if not quick:
+        log("bf16 against fp32 after 60 steps ...")
+        result["bf16_vs_fp32"] = bf16_learns_like_fp32(steps=60)
+        log("scaling table ...")
+        result["scaling"] = scaling_table(steps=2)
+    return result
+
+
+def format_report(result: dict) -> str:
+    """A readable table of the charnn half."""
+    lines = [
+        f"{result['cpu']} ({result['cpu_kind']}; {', '.join(result['flags'])}), {result['threads']} threads, "
+        f"torch {result['torch']}, {result['date']}",
+        "GEMM GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in result["gemm_gflops"].items()),
+        "4096x1024 matrix-vector per s: "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in result["matvec_per_s"].items()),
+    ]
+    for p, t in result["train"].items():
+        lines.append(
+            f"train {p}: {t['chars_per_s']:,.0f} chars/s ({t['step_s'] * 1000:.0f} ms/step, "
+            f"{t['gflops']:.0f} GFLOP/s)"
+        )
+    lines.append(
+        f"train auto ({result['train_auto']}): {result['train_fraction_of_gemm_peak']:.0%} of GEMM peak"
+    )
+    for w, rate in result["generate"].items():
+        lines.append(
+            f"generate batch 1, {w} weights: {rate:,.0f} chars/s; "
+            f"64 samples: {result['generate_64'][w]:,.0f} chars/s"
+        )
+    lines.append(
+        f"generate batch 1 ({result['generate_best']}): {result['generate_fraction_of_matvec']:.0%} "
+        "of the matrix-vector limit"
+    )
+    lines.append(f"start to first char: {result['first_char_s']:.2f} s")
+    lines.append(f"peak RSS training the tutorial's model: {result['train_peak_rss_mib']:.0f} MiB")
+    if "bf16_vs_fp32" in result:
+        q = result["bf16_vs_fp32"]
+        lines.append(
+            f"val loss after {q['steps']} steps: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in q.items() if k in PRECISIONS)
+        )
+    for row in result.get("scaling", []):
+        lines.append(
+            f"  {row['precision']:>4} hidden {row['hidden']:>4} batch {row['batch']:>3}: "
+            f"{row['step_s'] * 1000:8.0f} ms/step {row['gflops']:6.0f} GFLOP/s"
+        )
+    return "\n".join(lines)
+
+
+def main(quick: bool, as_json: bool) -> int:
+    result = run(quick, log=lambda msg: print(msg, file=sys.stderr))
+    print(json.dumps(result, indent=2) if as_json else format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--quick" in sys.argv, "--json" in sys.argv))

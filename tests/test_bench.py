@@ -1,0 +1,66 @@
+"""The benchmark's measuring pieces, run for real at toy sizes (the full benchmark is not a test)."""
+
+import sys
+
+import torch
+
+from charnn.bench import (
+    format_report,
+    gemm_gflops,
+    generation_speed,
+    lstm_step_flops,
+    matvec_rate,
+    train_speed,
+    watch_memory,
+)
+from charnn.config import ModelConfig
+from charnn.device import describe_cpu
+from charnn.model import CharRNN
+
+TOY = ModelConfig(vocab_size=65, hidden=32, embedding=16)
+
+
+def test_flop_count_of_the_tutorials_step():
+    forward = 2 * 64 * 100 * ((256 + 1024) * 4096 + 1024 * 65)
+    assert lstm_step_flops(1024, 256, 65, 64, 100) == 3 * forward
+
+
+def test_measurements_at_toy_size_and_the_report():
+    speed = train_speed("fp32", steps=2, warmup=1, model=TOY, batch=4)
+    assert speed["chars_per_s"] > 0 and speed["step_s"] > 0
+    model = CharRNN(TOY).eval()
+    rates = {w: generation_speed(model, w, 20) for w in ("fp32", "int8")}
+    result = {
+        **describe_cpu(),
+        "date": "today",
+        "gemm_gflops": {"fp32": gemm_gflops(torch.float32, m=64, reps=2)},
+        "matvec_per_s": {w: matvec_rate(w, hidden=32, reps=5) for w in rates},
+        "train": {"fp32": speed},
+        "train_auto": "fp32",
+        "train_fraction_of_gemm_peak": 0.5,
+        "generate": rates,
+        "generate_64": {w: generation_speed(model, w, 5, samples=64) for w in rates},
+        "generate_best": "int8",
+        "generate_fraction_of_matvec": 0.5,
+        "first_char_s": 1.0,
+        "train_peak_rss_mib": 100.0,
+    }
+    report = format_report(result)
+    assert "train fp32:" in report and "generate batch 1, int8 weights" in report
+
+
+def test_memory_watch_sees_a_childs_own_peak():
+    small, _ = watch_memory([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    code = "\n".join(
+        [
+            "import time",
+            "x = bytearray(300 << 20)",
+            "x[::4096] = bytes(len(x[::4096]))",
+            "time.sleep(0.3)",
+            "print('ok')",
+        ]
+    )
+    big, out = watch_memory([sys.executable, "-c", code])
+    assert out.strip() == "ok"
+    assert big["peak_rss_anon_mib"] > small["peak_rss_anon_mib"] + 250
+    assert big["peak_rss_mib"] > small["peak_rss_mib"] + 250
