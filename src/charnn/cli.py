@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from charnn.config import (
+    BATCHINGS,
     MODEL_FIELDS,
     PRESETS,
     TRAIN_FIELDS,
@@ -58,9 +59,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--batching",
-        choices=("windows", "stream"),
-        help="windows: shuffled chunks (tutorial); stream: contiguous streams carrying the state "
-        + _default("batching"),
+        choices=BATCHINGS,
+        help="windows: shuffled chunks (tutorial); stream: contiguous streams carrying the state; "
+        "random: windows starting anywhere, drawn afresh each batch " + _default("batching"),
     )
     g.add_argument("--seq-len", type=int, help="characters per training window " + _default("seq_len"))
     g.add_argument("--batch-size", type=int, help="windows per batch " + _default("batch_size"))
@@ -190,6 +191,25 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_info)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a web page and HTTP API to generate from a model",
+        description="Serve the playground page and the HTTP API (needs: pip install 'charnn[serve]').",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--max-length", type=int, default=5000, help="longest generation one request may ask for")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds one request may generate for")
+    p.add_argument("--max-running", type=int, default=2, help="generations at once")
+    p.add_argument("--max-waiting", type=int, default=8, help="requests queued beyond those; more get 503")
+    p.set_defaults(handler=_serve)
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
@@ -212,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"charnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_generate, _add_evaluate, _add_info, _add_bench):
+    for add in (_add_train, _add_generate, _add_evaluate, _add_info, _add_serve, _add_bench):
         add(sub)
     return parser
 
@@ -318,6 +338,26 @@ def _info(args: argparse.Namespace) -> int:
         print(f"weights    val loss {losses} nats/char ({report['inference'].get('val_chars', 0):,} chars)")
     chosen = report["generate_weights"]
     print(f"generate   --precision auto: {chosen['batch_1']} weights, {chosen['batch_64']} for batches")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from charnn.server import serve
+
+    for name in ("max_length", "max_running", "timeout"):
+        if getattr(args, name) <= 0:
+            raise CharnnError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.max_waiting < 0:
+        raise CharnnError(f"--max-waiting must be 0 or more, got {args.max_waiting}")
+    serve(
+        args.model,
+        args.host,
+        args.port,
+        max_length=args.max_length,
+        timeout_s=args.timeout,
+        max_running=args.max_running,
+        max_waiting=args.max_waiting,
+    )
     return 0
 
 

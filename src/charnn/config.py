@@ -9,6 +9,7 @@ from charnn.errors import ConfigError
 
 CELL_NAMES = ("lstm", "gru", "rnn")
 MAX_LR = 10.0
+BATCHINGS = ("windows", "stream", "random")
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,8 @@ class TrainConfig:
             raise ConfigError(f"--time-budget must be positive, got {self.time_budget}")
         if not 0 < self.lr <= MAX_LR:
             raise ConfigError(f"--lr must be in (0, {MAX_LR:g}], got {self.lr} (Adam likes 1e-4 to 1e-2)")
-        if self.batching not in ("windows", "stream"):
-            raise ConfigError(f"--batching must be windows or stream, got {self.batching!r}")
+        if self.batching not in BATCHINGS:
+            raise ConfigError(f"--batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"--schedule must be constant or cosine, got {self.schedule!r}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -111,8 +112,34 @@ class TrainConfig:
         return None if (self.max_steps or self.time_budget) else 10
 
 
+_CPU_BUDGET = {
+    "layers": 2,
+    "hidden": 512,
+    "embedding": 64,
+    "dropout": 0.1,
+    "seq_len": 128,
+    "batch_size": 64,
+    "batching": "random",
+    "lr": 3e-3,
+    "warmup": 100,
+    "schedule": "cosine",
+    "weight_decay": 0.01,
+    "clip": 1.0,
+}
+
 PRESETS: dict[str, dict] = {
     "seed": {},
+    "tiny": {
+        "embedding": 32,
+        "hidden": 128,
+        "seq_len": 64,
+        "batch_size": 32,
+        "lr": 5e-3,
+        "schedule": "cosine",
+        "warmup": 20,
+        "clip": 1.0,
+        "max_steps": 300,
+    },
     "small": {
         "embedding": 64,
         "hidden": 512,
@@ -124,11 +151,33 @@ PRESETS: dict[str, dict] = {
         "clip": 1.0,
         "max_steps": 1000,
     },
+    "cpu-5m": {**_CPU_BUDGET, "time_budget": 300.0},
+    "cpu-10m": {**_CPU_BUDGET, "time_budget": 600.0},
+    "gpu": {
+        "layers": 3,
+        "hidden": 1024,
+        "embedding": 128,
+        "dropout": 0.3,
+        "seq_len": 256,
+        "batch_size": 128,
+        "batching": "random",
+        "lr": 2e-3,
+        "warmup": 200,
+        "schedule": "cosine",
+        "weight_decay": 0.01,
+        "clip": 1.0,
+        "max_steps": 5000,
+        "device": "cuda",
+    },
 }
 
 PRESET_HELP = {
     "seed": "the tutorial's model and loop: LSTM 1024, embedding 256, windows of 100, batch 64, 10 epochs",
+    "tiny": "LSTM 128, 300 steps: a model in well under a minute, for tests and demos",
     "small": "LSTM 512, embedding 64, 1000 steps, cosine LR: Shakespeare-like text in ~2 min on 2 cores",
+    "cpu-5m": "2 x LSTM 512, random 128-char windows, AdamW, cosine sized to a 5-minute budget",
+    "cpu-10m": "the cpu-5m recipe sized to a 10-minute budget",
+    "gpu": "3 x LSTM 1024 for a CUDA GPU, 5,000 steps of 128 x 256 chars (not yet measured)",
 }
 
 MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}

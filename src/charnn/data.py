@@ -188,3 +188,25 @@ class StreamBatches:
         start = offset + index * self.seq_len
         chunk = torch.from_numpy(self.streams[:, start : start + self.seq_len + 1].astype(np.int64))
         return chunk[:, :-1], chunk[:, 1:]
+
+
+class RandomBatches:
+    """Windows of seq_len+1 chars starting anywhere, drawn afresh for every batch (as nanoGPT samples).
+
+    Batch `index` of epoch `e` depends only on (seed, e, index); an "epoch" is as many batches as the
+    non-overlapping windows of the text would make.
+    """
+
+    carries_state = False
+
+    def __init__(self, ids: np.ndarray, seq_len: int, batch_size: int, seed: int, name: str = "corpus"):
+        WindowBatches(ids, seq_len, batch_size, seed, name)  # the same length checks
+        self.ids, self.seq_len, self.batch_size, self.seed = ids, seq_len, batch_size, seed
+        self.steps_per_epoch = len(ids) // (seq_len + 1) // batch_size
+        self._offsets = np.arange(seq_len + 1)
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, epoch, index])
+        starts = rng.integers(0, len(self.ids) - self.seq_len, size=self.batch_size)
+        chunk = torch.from_numpy(self.ids[starts[:, None] + self._offsets].astype(np.int64))
+        return chunk[:, :-1], chunk[:, 1:]

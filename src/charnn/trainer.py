@@ -29,7 +29,7 @@ from charnn.checkpoint import (
     update_model_info,
 )
 from charnn.config import ModelConfig, TrainConfig
-from charnn.data import Corpus, StreamBatches, WindowBatches, split
+from charnn.data import Corpus, RandomBatches, StreamBatches, WindowBatches, split
 from charnn.device import memory_bytes, resolve_device, resolve_precision
 from charnn.errors import CharnnError, ConfigError, DataError, ModelFileError, TrainingError
 from charnn.inference import weight_checks
@@ -167,7 +167,7 @@ class Trainer:
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
         )
         train_ids, self.val_ids = split(corpus.ids, cfg.val_fraction)
-        batches = StreamBatches if cfg.batching == "stream" else WindowBatches
+        batches = {"windows": WindowBatches, "stream": StreamBatches, "random": RandomBatches}[cfg.batching]
         self.batches = batches(train_ids, cfg.seq_len, cfg.batch_size, cfg.seed, corpus.source)
         if cfg.val_fraction > 0 and len(self.val_ids) < cfg.seq_len + 1:
             raise DataError(

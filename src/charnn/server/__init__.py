@@ -1,0 +1,53 @@
+"""`charnn serve`: the web playground and HTTP API (needs the optional extra: pip install 'charnn[serve]')."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+from charnn.errors import CharnnError
+
+
+def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, **limits: float) -> None:
+    """Load `model` once and serve the page and API until interrupted."""
+    try:
+        import uvicorn
+
+        from charnn.server.app import ServerLimits, create_app
+    except ImportError as e:
+        raise CharnnError(
+            f"charnn serve needs FastAPI and uvicorn ({e.name} is missing); install them with: "
+            "pip install 'charnn[serve]'"
+        ) from None
+    import torch
+
+    from charnn.api import load
+
+    _check_port(host, port)
+    loaded = load(model)
+    # Requests run side by side, each stepping one character at a time (memory-bound); one thread each
+    # keeps them from fighting over the cores.
+    torch.set_num_threads(1)
+    app = create_app(loaded, ServerLimits(**limits))
+    print(
+        f"charnn: serving {loaded.path} at http://{host}:{port}/ (API docs at /docs); Ctrl-C stops",
+        file=sys.stderr,
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(config).run()
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port that cannot be listened on, with one line rather than uvicorn's log."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise CharnnError(f"--host {host}: cannot resolve it ({e.strerror or e})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise CharnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None

@@ -1,0 +1,110 @@
+// The playground: stream characters from /v1/generate/stream as Server-Sent Events.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const output = $("output");
+const status = $("status");
+let source = null;
+let started = 0;
+let count = 0;
+
+function setRunning(running) {
+  $("generate").disabled = running;
+  $("stop").disabled = !running;
+  $("copy").disabled = running || output.textContent.length === 0;
+}
+
+function finish(message) {
+  if (source) {
+    source.close();
+    source = null;
+  }
+  setRunning(false);
+  status.textContent = message;
+}
+
+function generate(event) {
+  if (event) event.preventDefault();
+  if (source) return;
+  const params = new URLSearchParams({
+    start: $("start").value,
+    length: $("length").value,
+    temperature: $("temperature").value,
+  });
+  if ($("top-k").value) params.set("top_k", $("top-k").value);
+  if ($("seed").value) params.set("seed", $("seed").value);
+  output.textContent = "";
+  status.textContent = "Generating…";
+  count = 0;
+  started = performance.now();
+  setRunning(true);
+  // EventSource cannot show an HTTP error's body, so ask once with fetch when the stream fails to open.
+  source = new EventSource("/v1/generate/stream?" + params.toString());
+  source.addEventListener("start", (e) => { output.textContent = JSON.parse(e.data).text; });
+  source.onmessage = (e) => {
+    output.textContent += JSON.parse(e.data).text;
+    count += 1;
+  };
+  source.addEventListener("done", (e) => {
+    const reason = JSON.parse(e.data).finish_reason;
+    const seconds = (performance.now() - started) / 1000;
+    finish(`${count} characters in ${seconds.toFixed(1)} s (${reason}).`);
+  });
+  source.onerror = async () => {
+    if (!source) return;
+    const response = await fetch("/v1/generate/stream?" + params.toString()).catch(() => null);
+    let message = "The connection to the server was lost.";
+    if (response && !response.ok) {
+      const body = await response.json().catch(() => ({}));
+      message = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail || message;
+    }
+    finish(count ? `Stopped: ${message}` : message);
+  };
+}
+
+function stop() {
+  if (source) finish(`Stopped after ${count} characters.`);
+}
+
+async function copyText() {
+  const text = output.textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    const area = document.createElement("textarea");
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  status.textContent = "Copied to the clipboard.";
+}
+
+async function loadInfo() {
+  try {
+    const info = await (await fetch("/v1/model")).json();
+    const m = info.model;
+    const t = info.training || {};
+    const val = typeof t.val_loss === "number" ? `, validation ${t.val_loss.toFixed(3)} nats/char` : "";
+    $("model-info").textContent = `${m.cell.toUpperCase()} ${m.layers}×${m.hidden}, ` +
+      `${info.parameters.toLocaleString()} parameters, ${info.vocab_size} characters` +
+      (t.data ? `, trained on ${t.data.split("/").pop()}` : "") + val + ".";
+    $("length").max = String(info.limits.max_length);
+  } catch {
+    $("model-info").textContent = "Could not read the model's description.";
+  }
+}
+
+for (const id of ["temperature", "length"]) {
+  const input = $(id);
+  input.addEventListener("input", () => { $(id + "-value").textContent = input.value; });
+}
+$("controls").addEventListener("submit", generate);
+$("stop").addEventListener("click", stop);
+$("copy").addEventListener("click", copyText);
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate(e);
+  if (e.key === "Escape") stop();
+});
+loadInfo();

@@ -1,0 +1,117 @@
+"""The playground page driven in a real headless Chromium (Debian's chromium + chromium-driver, selenium)."""
+
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from test_server import server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="Chromium or chromedriver not installed (.ci/run installs them with apt)",
+)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--window-size=1200,900",
+    ):
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory() as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def wait_for(condition, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def test_type_generate_stop_copy_and_screenshot(browser, model_run, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with server(model_run, "--max-length", "5000") as (base, _):
+        browser.get(base + "/")
+        find = lambda id_: browser.find_element(By.ID, id_)  # noqa: E731
+        wait_for(lambda: "parameters" in find("model-info").text)
+        start = find("start")
+        start.clear()
+        start.send_keys("All:")
+        browser.execute_script("document.getElementById('length').value = 5000")
+        find("generate").click()
+        wait_for(lambda: len(find("output").text) > 40)  # characters arrive while it runs
+        assert find("output").text.startswith("All:")
+        assert find("stop").is_enabled() and not find("generate").is_enabled()
+        find("stop").click()
+        wait_for(lambda: find("status").text.startswith("Stopped"))
+        stopped_at = len(find("output").text)
+        time.sleep(0.5)
+        assert len(find("output").text) == stopped_at  # nothing more after Stop
+        assert find("generate").is_enabled() and find("copy").is_enabled()
+        find("copy").click()
+        wait_for(lambda: "Copied" in find("status").text)
+        browser.save_screenshot(str(tmp_path / "playground.png"))
+    assert (tmp_path / "playground.png").stat().st_size > 10_000
+
+
+def test_keyboard_only_and_phone_width(browser, model_run, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    with server(model_run) as (base, _):
+        browser.set_window_size(390, 844)
+        browser.get(base + "/")
+        find = lambda id_: browser.find_element(By.ID, id_)  # noqa: E731
+        wait_for(lambda: "parameters" in find("model-info").text)
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        find("start").send_keys(Keys.CONTROL, "a")  # keyboard only: select the example text, type over it
+        find("start").send_keys("All:")
+        find("start").send_keys(Keys.CONTROL, Keys.ENTER)
+        wait_for(lambda: "characters in" in find("status").text)  # 500 chars, then done
+        assert len(find("output").text) > 500
+        browser.switch_to.active_element.send_keys(Keys.TAB)  # focus moves on through the controls
+        assert browser.switch_to.active_element.get_attribute("id") == "temperature"
+        browser.save_screenshot(str(tmp_path / "phone.png"))
+    assert (tmp_path / "phone.png").stat().st_size > 5_000
+
+
+def test_errors_reach_the_page(browser, model_run):
+    from selenium.webdriver.common.by import By
+
+    with server(model_run) as (base, _):
+        browser.get(base + "/")
+        find = lambda id_: browser.find_element(By.ID, id_)  # noqa: E731
+        wait_for(lambda: "parameters" in find("model-info").text)
+        find("start").clear()
+        find("start").send_keys("Zebra~")
+        find("generate").click()
+        wait_for(lambda: "never saw" in find("status").text)
+        assert find("generate").is_enabled()

@@ -1,0 +1,193 @@
+"""`charnn serve` for real: a uvicorn server on 127.0.0.1 in a subprocess, spoken to over HTTP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import assert_clean_error, run_cli
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(model: Path, *flags: str):
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "charnn", "serve", str(model), "--port", str(port), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(
+                f"server did not start: {proc.stderr.read() if proc.poll() is not None else ''}"
+            )
+        yield base, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def api(model_run):
+    flags = ("--max-length", "3000", "--max-running", "1", "--max-waiting", "1")
+    with server(model_run, *flags) as (base, _):
+        yield base
+
+
+def events(response: httpx.Response):
+    """(event, data) pairs of a Server-Sent Events response, as they arrive."""
+    kind, data = "message", None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+        elif line == "" and data is not None:
+            yield kind, data
+            kind, data = "message", None
+
+
+def test_start_message_names_the_url(model_run):
+    with server(model_run) as (base, proc):
+        pass
+    assert base in proc.stderr.read()
+
+
+def test_health_model_and_docs(api):
+    assert httpx.get(api + "/healthz").json() == {"status": "ok"}
+    info = httpx.get(api + "/v1/model").json()
+    assert info["model"]["hidden"] == 32 and info["vocab_size"] == len(info["vocab"])
+    assert info["training"]["steps"] == 5 and info["limits"]["max_length"] == 3000
+    assert "/v1/generate" in httpx.get(api + "/openapi.json").json()["paths"]
+    assert httpx.get(api + "/docs").status_code == 200
+
+
+def test_generate_is_seeded_and_matches_the_library(api, model_run):
+    import charnn
+
+    body = {"start": "All:", "length": 80, "temperature": 0.9, "top_k": 10, "seed": 5}
+    first = httpx.post(api + "/v1/generate", json=body).json()
+    again = httpx.post(api + "/v1/generate", json=body).json()
+    assert first["text"] == again["text"] and first["finish_reason"] == "length"
+    assert first["text"] == charnn.generate(model_run, "All:", 80, temperature=0.9, top_k=10, seed=5)
+    many = httpx.post(api + "/v1/generate", json={**body, "num_samples": 3}).json()
+    assert len(many["texts"]) == 3 and all(t.startswith("All:") and len(t) == 84 for t in many["texts"])
+
+
+def test_stream_sends_one_event_per_character(api):
+    params = {"start": "All:", "length": 60, "seed": 5, "temperature": 0.9, "top_k": 10}
+    with httpx.stream("GET", api + "/v1/generate/stream", params=params, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        received = list(events(response))
+    assert received[0] == ("start", {"text": "All:"})
+    chars = [data["text"] for kind, data in received[1:-1]]
+    assert all(kind == "message" for kind, _ in received[1:-1]) and all(len(c) == 1 for c in chars)
+    assert received[-1] == ("done", {"finish_reason": "length"})
+    body = {"start": "All:", "length": 60, "seed": 5, "temperature": 0.9, "top_k": 10}
+    assert "All:" + "".join(chars) == httpx.post(api + "/v1/generate", json=body).json()["text"]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"length": 3001}, "limit of 3000"),
+        ({"temperature": 0}, "greater than 0"),
+        ({"top_p": 1.5}, "less than or equal to 1"),
+        ({"start": "Zebra~"}, "never saw"),
+        ({"length": "lots"}, "valid integer"),
+    ],
+)
+def test_bad_requests_are_422_with_the_reason(api, body, needle):
+    response = httpx.post(api + "/v1/generate", json=body)
+    assert response.status_code == 422
+    assert needle in json.dumps(response.json())
+    stream = httpx.get(api + "/v1/generate/stream", params=body)
+    assert stream.status_code == 422 and needle in json.dumps(stream.json())
+
+
+def test_oversized_body_is_413(api):
+    response = httpx.post(
+        api + "/v1/generate",
+        content=b'{"start": "' + b"a" * 20000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+def test_too_many_at_once_get_503_and_disconnect_stops_generation(api):
+    """max-running 1 and max-waiting 1: a third concurrent request is refused."""
+    opened = []
+
+    def hold(i):
+        with httpx.stream("GET", api + "/v1/generate/stream", params={"length": 3000}, timeout=60) as r:
+            opened.append(r.status_code)
+            for n, _ in enumerate(r.iter_lines()):
+                if n > 20:  # read a little, then hang up mid-stream
+                    break
+
+    first = threading.Thread(target=hold, args=(0,))
+    first.start()
+    deadline = time.time() + 20
+    while httpx.get(api + "/v1/stats").json()["active"] < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    with httpx.stream("GET", api + "/v1/generate/stream", params={"length": 3000}, timeout=60) as waiting:
+        busy = httpx.post(api + "/v1/generate", json={"length": 10})
+        assert busy.status_code == 503 and "busy" in busy.json()["detail"]
+        assert busy.headers["retry-after"]
+        first.join(timeout=60)
+        assert waiting.status_code == 200
+    # Both clients hung up early: the server must stop generating for them.
+    deadline = time.time() + 10
+    while httpx.get(api + "/v1/stats").json()["active"] and time.time() < deadline:
+        time.sleep(0.05)
+    stats = httpx.get(api + "/v1/stats").json()
+    assert stats["active"] == 0 and stats["waiting_or_running"] == 0
+
+
+def test_time_limit_ends_a_generation(model_run):
+    with server(model_run, "--timeout", "0.2", "--max-length", "100000") as (base, _):
+        reply = httpx.post(base + "/v1/generate", json={"length": 100000}, timeout=30).json()
+    assert reply["finish_reason"] == "time limit" and len(reply["text"]) < 100000
+
+
+def test_without_fastapi_one_line_says_how_to_install(model_run, tmp_path):
+    code = (
+        "import sys; sys.modules['fastapi'] = None\n"
+        "from charnn.cli import main\n"
+        f"sys.exit(main(['serve', {str(model_run)!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip().startswith("charnn: error:") and "pip install 'charnn[serve]'" in result.stderr
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_and_bad_limits_are_one_line_errors(model_run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert_clean_error(run_cli("serve", str(model_run), "--port", port), "cannot listen", port)
+    assert_clean_error(run_cli("serve", str(model_run), "--max-length", "0"), "--max-length")
