@@ -48,7 +48,7 @@ def server(model: Path, *flags: str):
 
 @pytest.fixture(scope="module")
 def api(model_run):
-    flags = ("--max-length", "3000", "--max-running", "1", "--max-waiting", "1")
+    flags = ("--max-length", "1000000", "--max-running", "1", "--max-waiting", "1")
     with server(model_run, *flags) as (base, _):
         yield base
 
@@ -76,7 +76,7 @@ def test_health_model_and_docs(api):
     assert httpx.get(api + "/healthz").json() == {"status": "ok"}
     info = httpx.get(api + "/v1/model").json()
     assert info["model"]["hidden"] == 32 and info["vocab_size"] == len(info["vocab"])
-    assert info["training"]["steps"] == 5 and info["limits"]["max_length"] == 3000
+    assert info["training"]["steps"] == 5 and info["limits"]["max_length"] == 1_000_000
     assert "/v1/generate" in httpx.get(api + "/openapi.json").json()["paths"]
     assert httpx.get(api + "/docs").status_code == 200
 
@@ -110,7 +110,7 @@ def test_stream_sends_one_event_per_character(api):
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({"length": 3001}, "limit of 3000"),
+        ({"length": 1_000_001}, "limit of 1000000"),
         ({"temperature": 0}, "greater than 0"),
         ({"top_p": 1.5}, "less than or equal to 1"),
         ({"start": "Zebra~"}, "never saw"),
@@ -135,33 +135,40 @@ def test_oversized_body_is_413(api):
 
 
 def test_too_many_at_once_get_503_and_disconnect_stops_generation(api):
-    """max-running 1 and max-waiting 1: a third concurrent request is refused."""
-    opened = []
+    """max-running 1, max-waiting 1: one generates, one waits, a third is refused; hanging up frees both."""
+    hang_up = threading.Event()
+    first_chars: list[str] = []
 
-    def hold(i):
-        with httpx.stream("GET", api + "/v1/generate/stream", params={"length": 3000}, timeout=60) as r:
-            opened.append(r.status_code)
-            for n, _ in enumerate(r.iter_lines()):
-                if n > 20:  # read a little, then hang up mid-stream
-                    break
+    def long_stream():
+        with httpx.stream("GET", api + "/v1/generate/stream", params={"length": 1_000_000}, timeout=60) as r:
+            for _, data in events(r):
+                first_chars.append(data.get("text", ""))
+                if hang_up.is_set():
+                    break  # leaving the with-block closes the connection mid-stream
 
-    first = threading.Thread(target=hold, args=(0,))
-    first.start()
-    deadline = time.time() + 20
-    while httpx.get(api + "/v1/stats").json()["active"] < 1 and time.time() < deadline:
+    def stats():
+        return httpx.get(api + "/v1/stats").json()
+
+    running, waiting = threading.Thread(target=long_stream), threading.Thread(target=long_stream)
+    running.start()
+    wait_until(lambda: stats()["active"] == 1)
+    waiting.start()
+    wait_until(lambda: stats()["waiting_or_running"] == 2)
+    busy = httpx.post(api + "/v1/generate", json={"length": 10})
+    assert busy.status_code == 503 and "busy" in busy.json()["detail"] and busy.headers["retry-after"]
+    hang_up.set()
+    running.join(timeout=30)
+    waiting.join(timeout=30)  # it got the freed slot, streamed, and hung up too
+    assert not running.is_alive() and not waiting.is_alive()
+    wait_until(lambda: stats()["waiting_or_running"] == 0)
+    assert stats()["active"] == 0 and len(first_chars) < 1_000_000
+
+
+def wait_until(condition, timeout=20.0):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
         time.sleep(0.05)
-    with httpx.stream("GET", api + "/v1/generate/stream", params={"length": 3000}, timeout=60) as waiting:
-        busy = httpx.post(api + "/v1/generate", json={"length": 10})
-        assert busy.status_code == 503 and "busy" in busy.json()["detail"]
-        assert busy.headers["retry-after"]
-        first.join(timeout=60)
-        assert waiting.status_code == 200
-    # Both clients hung up early: the server must stop generating for them.
-    deadline = time.time() + 10
-    while httpx.get(api + "/v1/stats").json()["active"] and time.time() < deadline:
-        time.sleep(0.05)
-    stats = httpx.get(api + "/v1/stats").json()
-    assert stats["active"] == 0 and stats["waiting_or_running"] == 0
 
 
 def test_time_limit_ends_a_generation(model_run):
