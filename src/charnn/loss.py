@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,40 +58,64 @@ def _check_length(ids: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def loss_carried(model: CharRNN, ids: np.ndarray, streams: int = 32, burn_in: int = 200) -> LossReport:
+def loss_carried(
+    model: CharRNN,
+    ids: np.ndarray,
+    streams: int = 32,
+    burn_in: int = 200,
+    shard: tuple[int, int] = (0, 1),
+    reduce: Callable[[list[float]], list[float]] | None = None,
+) -> LossReport:
     """Loss of predicting every char from all that precede it, the recurrent state carried throughout.
 
     For speed the text is cut into `streams` contiguous pieces run side by side; each piece except
     the first starts from the state left by reading the `burn_in` chars before it (not scored), which
     makes the result match one unbroken pass to well under 1e-3 nats. Ids are read a chunk at a time,
-    so a memory-mapped text is never copied whole.
+    so a memory-mapped text is never copied whole. With `shard=(rank, world)` this process takes every
+    world-th piece and `reduce` sums the partial totals over processes: the same figure as one process.
     """
     _check_length(ids)
     model.eval()
-    device = model.device
     targets = len(ids) - 1
     streams = max(1, min(streams, targets // max(4 * burn_in, 1)))
     per = targets // streams
-    starts = [k * per for k in range(streams)]
-
-    def rows(offset: int, length: int, first: int = 0) -> Tensor:
-        return _as_tensor(np.stack([ids[s + offset : s + offset + length] for s in starts[first:]]), device)
-
-    state = model.init_state(streams)
-    if streams > 1 and burn_in > 0:
-        _, warm_state = model(rows(-burn_in, burn_in, first=1))
-        state = tuple(torch.cat([s0[:, :1], s1], dim=1) for s0, s1 in zip(state, warm_state, strict=True))
+    mine = list(range(shard[0], streams, shard[1]))
     total = 0.0
-    for t in range(0, per, _CHUNK):
-        n = min(_CHUNK, per - t)
-        loss, state = _summed_loss(model, rows(t, n), rows(t + 1, n), state)
-        total += loss
-    done = streams * per
-    if done < targets:
-        last_state = tuple(s[:, -1:].contiguous() for s in state)
-        rest = _as_tensor(ids[done:], device).unsqueeze(0)
-        total += _summed_loss(model, rest[:, :-1], rest[:, 1:], last_state)[0]
+    if mine:
+        total, last = _pieces(model, ids, [k * per for k in mine], per, burn_in)
+        done = streams * per
+        if mine[-1] == streams - 1 and done < targets:  # the leftover tail continues the last piece
+            total += _pieces(model, ids, [done], targets - done, 0, last)[0]
+    if reduce is not None:
+        total = reduce([total])[0]
     return LossReport(total / targets, targets)
+
+
+def _pieces(
+    model: CharRNN, ids: np.ndarray, starts: list[int], length: int, burn_in: int, state: State | None = None
+) -> tuple[float, State]:
+    """Summed loss of `length` predictions from each start, side by side, and the last piece's final state.
+
+    Without a given `state`, pieces that do not start the text first read `burn_in` chars unscored.
+    """
+    device = model.device
+
+    def rows(offset: int, n: int, which: list[int]) -> Tensor:
+        return _as_tensor(np.stack([ids[starts[i] + offset : starts[i] + offset + n] for i in which]), device)
+
+    warm = [i for i, s in enumerate(starts) if s > 0 and burn_in > 0] if state is None else []
+    state = state if state is not None else model.init_state(len(starts))
+    if warm:
+        _, warm_state = model(rows(-burn_in, burn_in, warm))
+        for full, part in zip(state, warm_state, strict=True):
+            full[:, warm] = part
+    everyone = list(range(len(starts)))
+    total = 0.0
+    for t in range(0, length, _CHUNK):
+        n = min(_CHUNK, length - t)
+        loss, state = _summed_loss(model, rows(t, n, everyone), rows(t + 1, n, everyone), state)
+        total += loss
+    return total, tuple(s[:, -1:].contiguous() for s in state)
 
 
 @torch.no_grad()

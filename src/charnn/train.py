@@ -47,29 +47,36 @@ def train(
 ) -> TrainResult:
     """Train a model into run folder `out`; `settings` are any ModelConfig/TrainConfig field names."""
     # Imported here so that `import charnn` stays light (torch loads on first use).
+    from charnn import distributed
     from charnn.checkpoint import load_checkpoint
     from charnn.data import canonical_source, load_corpus
+    from charnn.device import resolve_device
     from charnn.progress import Reporter
     from charnn.rundir import RunDir
     from charnn.trainer import Trainer
 
+    ranks = distributed.ranks_from_env()
+    main = ranks.is_main
     run = RunDir(out)
+    distributed.start(ranks, resolve_device(settings.get("device") or "auto"))
     try:
-        if resume:
-            run.prepare(resume=True, overwrite=False)
+        if resume:  # every rank reads the run's settings; rank 0 alone locks and tidies the folder
+            distributed.together(ranks, lambda: main and run.prepare(resume=True, overwrite=False))
             preset, model_settings, cfg = resume_settings(run.read_args(), settings)
         else:
             model_settings, cfg = resolve_settings(preset, settings)
         cfg = replace(cfg, data=canonical_source(cfg.data))
         corpus = load_corpus(cfg.data, cfg.encoding)
         model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
-        trainer = Trainer(run, model_cfg, cfg, corpus, preset, Reporter(quiet))
-        if not resume:
-            run.prepare(resume=False, overwrite=overwrite)
+        trainer = Trainer(run, model_cfg, cfg, corpus, preset, Reporter(quiet or not main), ranks)
+        if resume:
+            distributed.together(ranks, lambda: trainer.restore(load_checkpoint(run.checkpoints()[-1])))
         else:
-            trainer.restore(load_checkpoint(run.checkpoints()[-1]))
+            distributed.together(ranks, lambda: main and run.prepare(resume=False, overwrite=overwrite))
+        if main:
             run.truncate_metrics(trainer.step)
-        run.write_args(settings_dict(model_cfg, cfg, preset))
+            run.write_args(settings_dict(model_cfg, cfg, preset))
         return trainer.run()
     finally:
         run.unlock()
+        distributed.finish(ranks)

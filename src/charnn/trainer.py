@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import copy
 import datetime
 import math
 import random
 import shutil
 import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charnn import distributed, rng
 from charnn.checkpoint import (
     Checkpoint,
     load_model,
@@ -31,13 +27,16 @@ from charnn.checkpoint import (
 from charnn.config import ModelConfig, TrainConfig
 from charnn.data import Corpus, RandomBatches, StreamBatches, WindowBatches, split
 from charnn.device import memory_bytes, resolve_device, resolve_precision
+from charnn.distributed import Ranks
 from charnn.errors import CharnnError, ConfigError, DataError, ModelFileError, TrainingError
 from charnn.inference import weight_checks
 from charnn.loss import LossReport, loss_carried
+from charnn.mixed_precision import LowPrecisionCopy
 from charnn.model import CharRNN, count_parameters
 from charnn.plot import matplotlib_available, plot_losses
 from charnn.progress import Reporter
 from charnn.rundir import RunDir
+from charnn.signals import StopSignals
 from charnn.train import TrainResult, lr_at
 
 _THROUGHPUT_PROBE_STEPS = 10
@@ -50,78 +49,6 @@ class Stopped(CharnnError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps; a second SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.received == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopSignals]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-
-def _rng_state() -> dict:
-    version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
-    state = {
-        "python": [version, list(internal), gauss],
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [
-            base64.b64encode(s.numpy().tobytes()).decode("ascii") for s in torch.cuda.get_rng_state_all()
-        ]
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
-    if "cuda" in state and torch.cuda.is_available():
-        states = [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]]
-        torch.cuda.set_rng_state_all(states)
-
-
-class LowPrecisionCopy:
-    """A bf16 copy of a model for forward and backward; the fp32 master weights take the optimizer steps."""
-
-    def __init__(self, master: CharRNN, dtype: torch.dtype):
-        self.module = copy.deepcopy(master).to(dtype)
-        self.masters = list(master.parameters())
-        self.lows = list(self.module.parameters())
-
-    def grads_to_master(self) -> None:
-        """Copy (and widen) the copy's gradients into the masters' gradients."""
-        for m in self.masters:
-            if m.grad is None:
-                m.grad = torch.empty_like(m)
-        torch._foreach_copy_([m.grad for m in self.masters], [low.grad for low in self.lows])
-        for low in self.lows:
-            low.grad = None
-
-    @torch.no_grad()
-    def weights_from_master(self) -> None:
-        torch._foreach_copy_(self.lows, self.masters)
 
 
 def _check_fits(model_cfg: ModelConfig) -> None:
@@ -146,9 +73,12 @@ class Trainer:
         corpus: Corpus,
         preset: str,
         reporter: Reporter,
+        ranks: Ranks | None = None,
     ):
         self.rundir, self.cfg, self.corpus, self.preset, self.reporter = run, cfg, corpus, preset, reporter
-        self.device = resolve_device(cfg.device)
+        self.ranks = ranks = ranks or Ranks()
+        self.rows = ranks.rows(cfg.batch_size)  # this process's share of each global batch
+        self.device = distributed.start(ranks, resolve_device(cfg.device))
         self.dtype = resolve_precision(cfg.precision, self.device)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -160,6 +90,7 @@ class Trainer:
         cast = self.device.type == "cpu" and self.dtype != torch.float32
         self.cast = LowPrecisionCopy(self.model, self.dtype) if cast else None
         self.compute = self.cast.module if self.cast else self.model
+        self.parallel = distributed.wrap(self.compute, ranks, self.device)
         self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         optim_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
@@ -185,6 +116,7 @@ class Trainer:
         self.last_val: LossReport | None = None
         self.last_loss = math.nan
         self.carry: tuple[torch.Tensor, ...] | None = None
+        self.has_model = False  # model/ written by this run; the same answer on every rank
         self._plot_note_shown = False
 
     # ---- one step -------------------------------------------------------------------------------------
@@ -192,9 +124,12 @@ class Trainer:
         lr = lr_at(self.step, self.cfg, self.planned_steps or math.inf)  # unknown yet: no decay
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        x, y = (
+            x[self.rows].to(self.device, non_blocking=True),
+            y[self.rows].to(self.device, non_blocking=True),
+        )
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
-            logits, state = self.compute(x, self.carry)
+            logits, state = self.parallel(x, self.carry)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
         if self.batches.carries_state:
             self.carry = tuple(s.detach() for s in state)
@@ -206,7 +141,10 @@ class Trainer:
         max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         value = loss.item()
-        if not math.isfinite(value):
+        # Gradients are averaged over ranks, so a NaN anywhere shows in grad_norm everywhere: all stop
+        # together. (With fp16's gradient scaler, infinite gradients only skip a step.)
+        if not math.isfinite(value) or (not self.scaler and not math.isfinite(grad_norm)):
+            value = value if not math.isfinite(value) else grad_norm
             raise TrainingError(
                 f"the loss became {value} at step {self.step + 1}; the last good checkpoint is kept. "
                 "Lower --lr, set --clip 1.0, or use --precision fp32"
@@ -227,7 +165,9 @@ class Trainer:
         """Exact validation loss of the fp32 weights over the whole validation split."""
         if not len(self.val_ids):
             return None
-        report = loss_carried(self.model, self.val_ids)
+        shard = (self.ranks.rank, self.ranks.world)
+        reduce = lambda values: distributed.sum_all(values, self.ranks)  # noqa: E731
+        report = loss_carried(self.model, self.val_ids, shard=shard, reduce=reduce)
         self.model.train()
         return report
 
@@ -262,8 +202,10 @@ class Trainer:
         if report is None or self.best_val is None or report.nats < self.best_val:
             self.best_val = report.nats if report else None
             self.best_step = self.step
-            save_model(self.rundir.model_dir, self.model, self.corpus.vocab, self.training_summary())
-        if report is not None:
+            self.has_model = True
+            if self.ranks.is_main:
+                save_model(self.rundir.model_dir, self.model, self.corpus.vocab, self.training_summary())
+        if report is not None and self.ranks.is_main:
             self.rundir.append_metrics(
                 {
                     "step": self.step,
@@ -284,9 +226,12 @@ class Trainer:
             return
         plot_losses(self.rundir.read_metrics(), self.rundir.plot_path)
 
-    def save_checkpoint(self) -> Path:
-        if not self.rundir.model_dir.exists():  # a run stopped before its first evaluation still has a model
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint (rank 0 only; every rank must call this, as it may evaluate)."""
+        if not self.has_model:  # a run stopped before its first evaluation still gets a model
             self._after_eval(self.evaluate())
+        if not self.ranks.is_main:
+            return None
         state = {
             "epoch": self.step // self.steps_per_epoch,
             "batch_in_epoch": self.step % self.steps_per_epoch,
@@ -299,7 +244,7 @@ class Trainer:
             "corpus_sha256": self.corpus.sha256,
             "model": self.model.config.to_dict(),
             "train": asdict(self.cfg),
-            "rng": _rng_state(),
+            "rng": rng.capture(),
         }
         loop = {f"carry.{i}": s for i, s in enumerate(self.carry)} if self.carry else {}
         path = save_checkpoint(self.rundir.path, self.step, self.model, self.optimizer, state, loop)
@@ -325,6 +270,7 @@ class Trainer:
         if state.get("model") != self.model.config.to_dict():
             raise ModelFileError(f"{ckpt.path}: the model settings differ from this run's; start a new run")
         load_weights(self.model, ckpt.weights, ckpt.path / "model.safetensors")
+        self.has_model = True
         if self.cast:
             self.cast.weights_from_master()
         try:
@@ -336,7 +282,7 @@ class Trainer:
             self.last_loss = state["last_loss"]
             carry = [ckpt.loop_tensors[f"carry.{i}"] for i in range(len(ckpt.loop_tensors))]
             self.carry = tuple(t.to(self.device, self.dtype) for t in carry) if carry else None
-            _set_rng_state(state["rng"])
+            rng.restore(state["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ModelFileError(
                 f"{ckpt.path / 'state.json'}: damaged ({type(e).__name__}: {e}); "
@@ -347,15 +293,22 @@ class Trainer:
     def _stop_reason(self) -> str | None:
         if self.step_limit is not None and self.step >= self.step_limit:
             return "done"
-        if self.cfg.time_budget is not None and self.train_time >= self.cfg.time_budget:
+        over_budget = self.cfg.time_budget is not None and self.train_time >= self.cfg.time_budget
+        if distributed.agree(float(over_budget), self.ranks):  # ranks time themselves; stop together
             return "time budget"
         return None
+
+    def _agreed_signal(self, signals: StopSignals) -> str | None:
+        """The stop signal any rank received (the same answer on every rank)."""
+        received = distributed.agree(float(signals.received or 0), self.ranks)
+        return signal.Signals(int(received)).name if received else None
 
     def _plan_for_budget(self) -> None:
         """Size the schedule to the time budget from the throughput measured so far."""
         if self.cfg.time_budget is None or self.step < _THROUGHPUT_PROBE_STEPS:
             return
         estimate = int(self.cfg.time_budget * self.step / max(self.train_time, 1e-9))
+        estimate = int(distributed.agree(estimate, self.ranks))  # one schedule for all ranks
         self.planned_steps = min(estimate, self.step_limit) if self.step_limit else estimate
         self.reporter.set_total(self.planned_steps)
 
@@ -409,15 +362,15 @@ class Trainer:
                 if end_of_epoch or (cfg.save_every and self.step % cfg.save_every == 0) or reason:
                     self.save_checkpoint()
                     saved_at = self.step
-                if reason is None and signals.received is not None:
-                    reason = signal.Signals(signals.received).name
+                if reason is None:
+                    reason = self._agreed_signal(signals)
         except KeyboardInterrupt:
             reason = "SIGINT"
         finally:
             self.reporter.close()
         if reason in ("SIGINT", "SIGTERM"):
             return self._stopped_by_signal(reason, saved_at)
-        if evaluated_at != self.step or not self.rundir.model_dir.exists():
+        if evaluated_at != self.step or not self.has_model:
             self._after_eval(self.evaluate())
         if saved_at != self.step:
             self.save_checkpoint()
@@ -427,18 +380,19 @@ class Trainer:
     def _check_weight_formats(self) -> None:
         """Record in model/config.json how the best model's loss changes with reduced-precision weights."""
         ids = self.val_ids[:WEIGHT_CHECK_CHARS]
-        if len(ids) < 2:
+        if len(ids) < 2 or not self.ranks.is_main:
             return
         checks = weight_checks(load_model(self.rundir.model_dir).model, ids)
         update_model_info(self.rundir.model_dir, "inference", {"val_chars": len(ids) - 1, "val_loss": checks})
 
     def _stopped_by_signal(self, name: str, saved_at: int) -> TrainResult:
-        path = self.save_checkpoint() if saved_at != self.step else self.rundir.checkpoints()[-1]
-        if not self.rundir.model_dir.exists():
-            self._after_eval(self.evaluate())
+        path = self.save_checkpoint() if saved_at != self.step else None
+        if path is None and self.ranks.is_main:
+            path = self.rundir.checkpoints()[-1]
         code = 130 if name == "SIGINT" else 143
+        saved = f"checkpoint saved to {path}" if path else "rank 0 saved a checkpoint"
         raise Stopped(
-            f"stopped by {name} at step {self.step}; checkpoint saved to {path}; "
+            f"stopped by {name} at step {self.step}; {saved}; "
             f"continue with: charnn train --out {self.rundir.path} --resume",
             code,
         )
@@ -449,6 +403,8 @@ class Trainer:
         self.reporter.line(
             f"Epoch {epoch + 1} Step {self.step} Loss {mean:.4f}  lr {lr:.2e}  {chars_per_s:,.0f} chars/s"
         )
+        if not self.ranks.is_main:
+            return
         self.rundir.append_metrics(
             {
                 "step": self.step,

@@ -1,0 +1,139 @@
+"""Data-parallel training with torchrun and DistributedDataParallel: ranks, sharding, agreement.
+
+`torchrun --nproc_per_node N -m charnn train ...` starts N copies of the same command; torchrun tells each
+its RANK, WORLD_SIZE and LOCAL_RANK. Every rank builds the same model from the same seed, takes its own
+slice of each global batch (or its own streams), and DistributedDataParallel averages the gradients, so a
+step with N ranks of batch B/N is the step one process takes with batch B. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from charnn.errors import CharnnError, ConfigError, TrainingError
+
+TIMEOUT_S = float(os.environ.get("CHARNN_DIST_TIMEOUT", "120"))
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in a torchrun job (a single process is rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def rows(self, batch_size: int) -> slice:
+        """This rank's rows of a global batch."""
+        if batch_size % self.world:
+            raise ConfigError(
+                f"--batch-size {batch_size} does not split evenly over {self.world} processes; "
+                f"use a multiple of {self.world} (it is the global batch, shared by all processes)"
+            )
+        per = batch_size // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+
+def ranks_from_env() -> Ranks:
+    """The ranks torchrun set in the environment."""
+    try:
+        return Ranks(
+            int(os.environ.get("RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)),
+        )
+    except ValueError:
+        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them)") from None
+
+
+def start(ranks: Ranks, device: torch.device) -> torch.device:
+    """Join the process group (gloo on CPU, nccl on CUDA); the device this rank computes on."""
+    if not ranks.enabled:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    return device
+
+
+def finish(ranks: Ranks) -> None:
+    if ranks.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(module: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
+    """`module` under DistributedDataParallel when there are several ranks."""
+    if not ranks.enabled:
+        return module
+    ddp = nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None
+    )
+    if next(module.parameters()).dtype == torch.bfloat16:
+        ddp.register_comm_hook(None, _allreduce_in_fp32)
+    return ddp
+
+
+def _allreduce_in_fp32(_: object, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """Average bf16 gradients in fp32: gloo has no bf16 sum, and fp32 sums lose less."""
+    grads = bucket.buffer()
+    wide = grads.float().div_(dist.get_world_size())
+    return dist.all_reduce(wide, async_op=True).get_future().then(lambda done: grads.copy_(done.value()[0]))
+
+
+def agree(value: float, ranks: Ranks) -> float:
+    """The largest of every rank's `value` (e.g. a stop request), the same on all ranks."""
+    if not ranks.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    _collective(lambda: dist.all_reduce(t, op=dist.ReduceOp.MAX))
+    return float(t.item())
+
+
+def sum_all(values: list[float], ranks: Ranks) -> list[float]:
+    """Element-wise sums of every rank's `values`."""
+    if not ranks.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    _collective(lambda: dist.all_reduce(t))
+    return t.tolist()
+
+
+def _collective(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except (RuntimeError, dist.DistBackendError) as e:
+        raise TrainingError(
+            f"another process of this run stopped or cannot be reached ({str(e)[:200]})"
+        ) from None
+
+
+def together(ranks: Ranks, step: Callable[[], object]) -> None:
+    """Run `step` on every rank; if it fails on any, fail on all (no rank left waiting in a collective)."""
+    error: CharnnError | None = None
+    try:
+        step()
+    except CharnnError as e:
+        error = e
+    failed = agree(1.0 if error else 0.0, ranks)
+    if error is not None:
+        raise error
+    if failed:
+        raise TrainingError("another process of this run failed while starting; its message says why")
