@@ -91,7 +91,7 @@ def wrap(module: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
     return ddp
 
 
-def _allreduce_in_fp32(_: object, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+def _allreduce_in_fp32(_, bucket):  # no annotations: DDP checks them, and here they would be strings
     """Average bf16 gradients in fp32: gloo has no bf16 sum, and fp32 sums lose less."""
     grads = bucket.buffer()
     wide = grads.float().div_(dist.get_world_size())
@@ -119,10 +119,22 @@ def sum_all(values: list[float], ranks: Ranks) -> list[float]:
 def _collective(call: Callable[[], object]) -> None:
     try:
         call()
-    except (RuntimeError, dist.DistBackendError) as e:
-        raise TrainingError(
-            f"another process of this run stopped or cannot be reached ({str(e)[:200]})"
-        ) from None
+    except RuntimeError as e:
+        raise peer_failure(e) from None
+
+
+def peer_failure(e: RuntimeError) -> TrainingError:
+    """The error to show when a collective failed because another rank died or is unreachable."""
+    first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return TrainingError(f"another process of this run stopped or cannot be reached ({first_line[:160]})")
+
+
+def is_peer_failure(e: BaseException, ranks: Ranks) -> bool:
+    """True for the errors gloo and NCCL raise when another rank has gone."""
+    text = str(e)
+    return ranks.enabled and (
+        isinstance(e, dist.DistBackendError) or "Connection closed by peer" in text or "NCCL" in text
+    )
 
 
 def together(ranks: Ranks, step: Callable[[], object]) -> None:

@@ -334,7 +334,12 @@ class Trainer:
                     epoch_start, epoch_losses = time.perf_counter(), []
                 x, y = self.batches.batch(epoch, index)
                 t0 = time.perf_counter()
-                loss, grad_norm = self._train_step(x, y)
+                try:
+                    loss, grad_norm = self._train_step(x, y)
+                except RuntimeError as e:  # gradients are averaged in a collective: a dead rank shows here
+                    if distributed.is_peer_failure(e, self.ranks):
+                        raise distributed.peer_failure(e) from None
+                    raise
                 step_time = time.perf_counter() - t0
                 self.train_time += step_time
                 window_time += step_time

@@ -1,0 +1,154 @@
+"""Data-parallel training for real: torchrun, 2 CPU processes on gloo, a tiny model."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from charnn.device import cpu_kind
+from charnn.distributed import Ranks
+from charnn.errors import ConfigError
+from conftest import TINY_FLAGS, run_cli
+
+FLAGS = [*TINY_FLAGS, "--batch-size", "8", "--log-every", "1", "--eval-every", "4"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("a quick brown fox jumps over the lazy dog\nthe dog sleeps.\n" * 300)
+    return path
+
+
+def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 180, wait: bool = True):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "CHARNN_DIST_TIMEOUT": "30"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "charnn",
+        "train",
+        *args,
+    ]
+    if not wait:
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def max_diff(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.mark.parametrize("batching", ["windows", "stream"])
+def test_two_ranks_of_half_a_batch_equal_one_process(tmp_path, corpus, batching):
+    common = ["--data", str(corpus), "--max-steps", "8", "--batching", batching, *FLAGS]
+    single = run_cli("train", "--out", "one", *common, cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    double = torchrun("--out", "two", *common, cwd=tmp_path)
+    assert double.returncode == 0, double.stderr[-2000:]
+    step = "checkpoints/step-000000008"
+    diff = max_diff(weights(tmp_path / "one" / step), weights(tmp_path / "two" / step))
+    print(f"{batching}: 2 ranks x 4 vs 1 x 8, max weight difference after 8 steps {diff:.2e}")
+    assert diff < 1e-5
+    one = [x for x in (tmp_path / "one/metrics.jsonl").read_text().splitlines() if "val_loss" in x]
+    two = [x for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines() if "val_loss" in x]
+    assert len(one) == len(two) >= 2  # only rank 0 wrote: one line per evaluation, not two
+    import json
+
+    for a, b in zip(one, two, strict=True):  # sharded validation reduces to the single-process figure
+        assert json.loads(a)["val_loss"] == pytest.approx(json.loads(b)["val_loss"], abs=1e-5)
+    assert "Step 1 " in double.stdout and double.stdout.count("Step 1 ") == 1  # rank 0 alone reports
+
+
+@pytest.mark.skipif(cpu_kind() == "fp32", reason="this CPU has no native bf16")
+def test_bf16_on_two_ranks_tracks_one_process(tmp_path, corpus):
+    common = ["--data", str(corpus), "--max-steps", "8", *FLAGS, "--precision", "bf16"]
+    assert run_cli("train", "--out", "one", *common, cwd=tmp_path).returncode == 0
+    double = torchrun("--out", "two", *common, cwd=tmp_path)
+    assert double.returncode == 0, double.stderr[-2000:]
+    step = "checkpoints/step-000000008"
+    diff = max_diff(weights(tmp_path / "one" / step), weights(tmp_path / "two" / step))
+    print(f"bf16: 2 ranks x 4 vs 1 x 8, max weight difference after 8 steps {diff:.2e}")
+    assert diff < 5e-3  # bf16 rounding of half-batch gradients, averaged in fp32
+
+
+def test_a_killed_two_rank_run_resumes_on_one_process(tmp_path, corpus):
+    common = ["--data", str(corpus), "--max-steps", "100000", "--save-every", "2", *FLAGS]
+    proc = torchrun("--out", "run", *common, cwd=tmp_path, wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((tmp_path / "run/checkpoints").glob("step-00000000[4-9]")):
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    assert workers, "no torchrun workers found"
+    os.kill(workers[-1], signal.SIGKILL)  # one rank dies; torchrun must end the other one
+    proc.communicate(timeout=90)
+    assert proc.returncode != 0
+    newest = int(sorted((tmp_path / "run/checkpoints").iterdir())[-1].name[5:])
+    result = run_cli("train", "--out", "run", "--resume", "--max-steps", str(newest + 3), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"trained {newest + 3} steps" in result.stderr
+
+
+def test_a_failing_rank_does_not_leave_the_others_hanging(tmp_path, corpus):
+    """Rank 1 raises in the middle of training while rank 0 waits on it in a collective: both end, soon."""
+    started = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CHARNN_DIST_TIMEOUT": "30"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(Path(__file__).parent / "rank_failure.py"),
+        "train",
+        "--data",
+        str(corpus),
+        "--out",
+        "run",
+        "--max-steps",
+        "50",
+        *FLAGS,
+    ]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "rank 1 fails on purpose" in result.stderr
+    assert "charnn: error: another process of this run stopped" in result.stderr  # rank 0: one clear line
+    assert time.time() - started < 90
+
+
+def test_global_batch_must_split_evenly():
+    assert Ranks(1, 2).rows(8) == slice(4, 8)
+    with pytest.raises(ConfigError, match="does not split evenly over 3 processes"):
+        Ranks(0, 3).rows(8)
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
