@@ -74,9 +74,13 @@ def start(ranks: Ranks, device: torch.device) -> torch.device:
     return device
 
 
-def finish(ranks: Ranks) -> None:
-    if ranks.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def finish(ranks: Ranks, clean: bool) -> None:
+    """Leave the process group; after a clean end, wait for every rank first (rank 0 saves last)."""
+    if not (ranks.enabled and dist.is_initialized()):
+        return
+    if clean:
+        _collective(dist.barrier)
+    dist.destroy_process_group()
 
 
 def wrap(module: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:

@@ -76,7 +76,11 @@ def train(
         if main:
             run.truncate_metrics(trainer.step)
             run.write_args(settings_dict(model_cfg, cfg, preset))
-        return trainer.run()
-    finally:
+        result = trainer.run()
+    except BaseException:
         run.unlock()
-        distributed.finish(ranks)
+        distributed.finish(ranks, clean=False)
+        raise
+    run.unlock()
+    distributed.finish(ranks, clean=True)
+    return result
