@@ -21,11 +21,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from charnn.device import describe_cpu  # noqa: E402
-from test_server import server  # noqa: E402
+from charnn.server import background  # noqa: E402
 
 
 def client(base: str, until: float, length: int, out: dict, lock: threading.Lock) -> None:
@@ -68,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     out: dict = {"served": 0, "chars": 0, "errors": {}, "first_char_s": []}
     lock = threading.Lock()
-    with server(args.model) as (base, _):
+    with background(args.model) as (base, _):
         until = time.time() + args.seconds
         threads = [
             threading.Thread(target=client, args=(base, until, args.length, out, lock))

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from test_server import server
+from charnn.server import background as server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -1,49 +1,19 @@
 """`charnn serve` for real: a uvicorn server on 127.0.0.1 in a subprocess, spoken to over HTTP."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 
+from charnn.server import background
 from conftest import assert_clean_error, run_cli
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def server(model: Path, *flags: str):
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "charnn", "serve", str(model), "--port", str(port), *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError(
-                f"server did not start: {proc.stderr.read() if proc.poll() is not None else ''}"
-            )
-        yield base, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+server = background  # charnn serve in a subprocess on a free port of 127.0.0.1
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from charnn.errors import CharnnError
@@ -51,3 +57,41 @@ def _check_port(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as e:
             raise CharnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def background(
+    model: str | Path, *flags: str, startup_s: float = 60.0
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run `charnn serve MODEL FLAGS` in a subprocess on a free port of 127.0.0.1 until the block ends.
+
+    Yields the base URL (once /healthz answers) and the process; for tests, benchmarks and scripts.
+    """
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "charnn", "serve", str(model), "--port", str(port), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise CharnnError(
+                        f"charnn serve did not start: {proc.stderr.read() if proc.stderr else ''}"
+                    ) from None
+                time.sleep(0.1)
+        yield base, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
