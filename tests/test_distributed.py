@@ -152,3 +152,23 @@ def test_global_batch_must_split_evenly():
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]
+
+
+def test_two_ranks_stop_together_on_a_time_budget_and_on_sigterm(tmp_path, corpus):
+    result = torchrun("--out", "budget", "--data", str(corpus), "--time-budget", "2s", *FLAGS, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trained" in result.stderr and (tmp_path / "budget/model/model.safetensors").exists()
+    proc = torchrun(
+        "--out", "run", "--data", str(corpus), "--max-steps", "100000", *FLAGS, cwd=tmp_path, wait=False
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "run/metrics.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+    _, err = proc.communicate(timeout=90)
+    assert "stopped by SIGTERM" in err
+    step = int(sorted((tmp_path / "run/checkpoints").iterdir())[-1].name[5:])
+    assert step > 0
+    resumed = run_cli("train", "--out", "run", "--resume", "--max-steps", str(step + 2), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr

@@ -168,3 +168,20 @@ def test_port_in_use_and_bad_limits_are_one_line_errors(model_run):
         port = str(taken.getsockname()[1])
         assert_clean_error(run_cli("serve", str(model_run), "--port", port), "cannot listen", port)
     assert_clean_error(run_cli("serve", str(model_run), "--max-length", "0"), "--max-length")
+
+
+def test_concurrent_requests_do_not_disturb_each_other(api):
+    bodies = [{"start": "All:", "length": 300, "seed": seed, "temperature": 1.2} for seed in range(4)]
+    alone = [httpx.post(api + "/v1/generate", json=b, timeout=60).json()["text"] for b in bodies]
+    together: list = [None] * len(bodies)
+
+    def ask(i):
+        together[i] = httpx.post(api + "/v1/generate", json=bodies[i], timeout=60).json().get("text")
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]  # the server runs 1, queues 1
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together[:2] == alone[:2]
+    assert len(set(alone)) == 4
