@@ -9,20 +9,7 @@ import time
 
 import pytest
 
-from conftest import assert_clean_error, run_cli
-
-TINY_FLAGS = [
-    "--hidden",
-    "32",
-    "--embedding",
-    "16",
-    "--seq-len",
-    "32",
-    "--batch-size",
-    "8",
-    "--precision",
-    "fp32",
-]
+from conftest import TINY_FLAGS, assert_clean_error, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,7 @@ from charnn.errors import ModelFileError, TrainingError
 from charnn.progress import Reporter
 from charnn.rundir import RunDir
 from charnn.trainer import Trainer
-from conftest import TINY, assert_clean_error, run_cli
-
-FLAGS = ["--hidden", "32", "--embedding", "16", "--seq-len", "32", "--batch-size", "8", "--precision", "fp32"]
+from conftest import TINY, TINY_FLAGS, assert_clean_error, run_cli
 
 
 @pytest.fixture
@@ -65,7 +63,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(tmp_path, c
         "0.1",
         "--layers",
         "2",
-        *FLAGS,
+        *TINY_FLAGS,
     ]
     straight = tmp_path / "straight"
     straight.mkdir()
@@ -92,7 +90,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(tmp_path, c
 
 
 def test_sigterm_saves_and_exits_143(tmp_path, corpus):
-    proc = popen_train(tmp_path, "--data", str(corpus), "--max-steps", "100000", *FLAGS)
+    proc = popen_train(tmp_path, "--data", str(corpus), "--max-steps", "100000", *TINY_FLAGS)
     wait_for_step(proc, 7)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -123,7 +121,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus):
     with tmpfs(tmp_path / "disk", 2048) as disk:
         first = run_cli(
-            "train", "--data", str(corpus), "--out", str(disk / "run"), "--max-steps", "4", *FLAGS
+            "train", "--data", str(corpus), "--out", str(disk / "run"), "--max-steps", "4", *TINY_FLAGS
         )
         assert first.returncode == 0, first.stderr
         before = snapshot(disk / "run" / "checkpoints")
@@ -140,7 +138,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus):
 def test_read_only_folder_is_refused_and_left_as_it_was(tmp_path, corpus):
     with tmpfs(tmp_path / "disk", 4096) as disk:
         first = run_cli(
-            "train", "--data", str(corpus), "--out", str(disk / "run"), "--max-steps", "3", *FLAGS
+            "train", "--data", str(corpus), "--out", str(disk / "run"), "--max-steps", "3", *TINY_FLAGS
         )
         assert first.returncode == 0, first.stderr
         before = snapshot(disk / "run")
@@ -149,7 +147,7 @@ def test_read_only_folder_is_refused_and_left_as_it_was(tmp_path, corpus):
             run_cli("train", "--out", str(disk / "run"), "--resume", "--max-steps", "6"), "not writable"
         )
         assert_clean_error(
-            run_cli("train", "--data", str(corpus), "--out", str(disk / "new"), *FLAGS),
+            run_cli("train", "--data", str(corpus), "--out", str(disk / "new"), *TINY_FLAGS),
             "new",
             "Read-only file system",
         )
@@ -199,7 +197,7 @@ def test_without_matplotlib_training_notes_it_once_and_goes_on(tmp_path, corpus)
         "import sys; sys.modules['matplotlib'] = None\n"
         "from charnn.cli import main\n"
         f"sys.exit(main(['train', '--data', {str(corpus)!r}, '--out', 'run', '--max-steps', '20',"
-        f" '--eval-every', '5', *{FLAGS!r}]))"
+        f" '--eval-every', '5', *{TINY_FLAGS!r}]))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -209,10 +207,10 @@ def test_without_matplotlib_training_notes_it_once_and_goes_on(tmp_path, corpus)
 
 
 def test_a_second_training_into_the_same_run_is_refused_with_the_first_ones_pid(tmp_path, corpus):
-    proc = popen_train(tmp_path, "--data", str(corpus), "--max-steps", "100000", *FLAGS)
+    proc = popen_train(tmp_path, "--data", str(corpus), "--max-steps", "100000", *TINY_FLAGS)
     try:
         wait_for_step(proc, 2)
-        for args in (["--resume"], ["--data", str(corpus), "--overwrite", *FLAGS]):
+        for args in (["--resume"], ["--data", str(corpus), "--overwrite", *TINY_FLAGS]):
             result = run_cli("train", "--out", "run", *args, cwd=tmp_path)
             assert_clean_error(result, f"pid {proc.pid}", "another charnn training")
     finally:

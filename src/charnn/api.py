@@ -25,6 +25,23 @@ def _loaded(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel
     return model if isinstance(model, LoadedModel) else load(model, device)
 
 
+def describe(loaded: LoadedModel) -> dict:
+    """What a model is and how it was trained, as `charnn info --json` and the server's /v1/model show it."""
+    return {
+        "path": str(loaded.path),
+        "model": loaded.config.to_dict(),
+        "parameters": loaded.model.num_parameters(),
+        "vocab_size": len(loaded.vocab),
+        "vocab": "".join(loaded.vocab.chars),
+        "training": loaded.info.get("training", {}),
+        "inference": loaded.info.get("inference", {}),
+        "generate_weights": {
+            "batch_1": weights_for(loaded, "auto", 1),
+            "batch_64": weights_for(loaded, "auto", 64),
+        },
+    }
+
+
 def weights_for(loaded: LoadedModel, precision: str, batch: int) -> str:
     """The weight format generation runs with (see inference.choose_weights)."""
     checks = loaded.info.get("inference", {}).get("val_loss", {})

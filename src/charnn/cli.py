@@ -127,13 +127,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_train)
 
 
-def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "generate",
-        help="generate text from a model (streams to stdout)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def _model_command(
+    sub: argparse._SubParsersAction, name: str, help: str, **kwargs
+) -> argparse.ArgumentParser:
+    """A subcommand whose first argument is a model (run folder or model folder), defaults shown in --help."""
+    p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
     p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
+    return p
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = _model_command(sub, "generate", "generate text from a model (streams to stdout)")
     p.add_argument(
         "--start",
         default="",
@@ -165,12 +169,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="loss over a whole split of a text",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
+    p = _model_command(sub, "evaluate", "loss over a whole split of a text")
     p.add_argument("--data", default=None, help="text to evaluate on (default: the model's training text)")
     p.add_argument("--split", choices=("val", "train", "all"), default="val", help="which part of the text")
     p.add_argument(
@@ -185,20 +184,18 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="what a model is and how it was trained")
-    p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
+    p = _model_command(sub, "info", "what a model is and how it was trained")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_info)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _model_command(
+        sub,
         "serve",
-        help="a web page and HTTP API to generate from a model",
+        "a web page and HTTP API to generate from a model",
         description="Serve the playground page and the HTTP API (needs: pip install 'charnn[serve]').",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)"
     )
@@ -305,22 +302,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from charnn.api import load, weights_for
+    from charnn.api import describe, load
 
-    loaded = load(args.model)
-    report = {
-        "path": str(loaded.path),
-        "model": loaded.config.to_dict(),
-        "parameters": loaded.model.num_parameters(),
-        "vocab_size": len(loaded.vocab),
-        "vocab": "".join(loaded.vocab.chars),
-        "training": loaded.info.get("training", {}),
-        "inference": loaded.info.get("inference", {}),
-        "generate_weights": {
-            "batch_1": weights_for(loaded, "auto", 1),
-            "batch_64": weights_for(loaded, "auto", 64),
-        },
-    }
+    report = describe(load(args.model))
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0

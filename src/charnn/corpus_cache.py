@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import DataError
-from charnn.fileio import atomic_write, fsync_dir, write_error
+from charnn.fileio import atomic_stream, atomic_write, write_error
 from charnn.textfiles import iter_text
 from charnn.vocab import Vocab
 
@@ -90,17 +90,6 @@ def _build(
         return meta
     vocab = Vocab(tuple(meta["chars"]))
     meta["dtype"] = vocab.dtype.name
-    tmp = ids_path.with_name(f".{ids_path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            for text in iter_text(files, encoding, folder):
-                f.write(vocab.encode(text).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, ids_path)
-        fsync_dir(ids_path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise write_error(ids_path, e) from None
+    atomic_stream(ids_path, (vocab.encode(text).tobytes() for text in iter_text(files, encoding, folder)))
     atomic_write(meta_path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
     return meta

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from charnn.errors import RunDirError
@@ -25,10 +26,16 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix."""
+    atomic_stream(path, [data])
+
+
+def atomic_stream(path: Path, chunks: Iterable[bytes]) -> None:
+    """atomic_write for data produced piece by piece (never all in memory at once)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

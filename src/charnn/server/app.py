@@ -20,7 +20,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from charnn.api import stream, weights_for
+from charnn.api import describe, stream
 from charnn.checkpoint import LoadedModel
 from charnn.errors import CharnnError
 from charnn.sampling import SamplingConfig
@@ -164,13 +164,7 @@ def create_app(loaded: LoadedModel, limits: ServerLimits | None = None) -> FastA
     @app.get("/v1/model")
     async def model_info() -> dict:
         return {
-            "path": str(loaded.path),
-            "model": loaded.config.to_dict(),
-            "parameters": loaded.model.num_parameters(),
-            "vocab_size": len(loaded.vocab),
-            "vocab": "".join(loaded.vocab.chars),
-            "training": loaded.info.get("training", {}),
-            "weights": weights_for(loaded, "auto", 1),
+            **describe(loaded),
             "limits": {"max_length": limits.max_length, "timeout_s": limits.timeout_s},
         }
 
