@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from charnn.config import ModelConfig
+from charnn.device import memory_bytes
+from charnn.errors import ConfigError
 
 State = tuple[Tensor, ...]
 
@@ -47,6 +49,17 @@ def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def count_parameters(config: ModelConfig) -> int:
     return sum(math.prod(shape) for shape in parameter_shapes(config).values())
+
+
+def check_fits_in_memory(config: ModelConfig) -> None:
+    """Refuse a model whose weights, gradients and Adam state alone exceed this machine's memory."""
+    params = count_parameters(config)
+    need, have = params * 4 * 4, memory_bytes()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"the model has {params:,} parameters and needs over {need / 2**30:.1f} GiB to train, more than "
+            f"this machine's {have / 2**30:.1f} GiB; lower --hidden, --layers or --embedding"
+        )
 
 
 class Recurrent(nn.Module):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from charnn.loss import LossReport
 
 
 class Reporter:
@@ -48,6 +52,13 @@ class Reporter:
             sys.stdout.flush()
         else:
             print(text, flush=True)
+
+    def epoch_end(self, epoch: int, losses: list[float], val: LossReport | None, seconds: float) -> None:
+        """The tutorial's end-of-epoch lines, with the validation loss."""
+        mean = sum(losses) / max(len(losses), 1)
+        shown = f"  val {val.nats:.4f} nats/char ({val.bits:.3f} bits)" if val else ""
+        self.line(f"Epoch {epoch + 1} Loss: {mean:.4f}{shown}")
+        self.line(f"Time taken for 1 epoch {seconds:.2f} sec")
 
     def close(self) -> None:
         if self._bar is not None:

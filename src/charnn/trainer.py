@@ -26,13 +26,13 @@ from charnn.checkpoint import (
 )
 from charnn.config import ModelConfig, TrainConfig
 from charnn.data import Corpus, RandomBatches, StreamBatches, WindowBatches, split
-from charnn.device import memory_bytes, resolve_device, resolve_precision
+from charnn.device import resolve_device, resolve_precision
 from charnn.distributed import Ranks
-from charnn.errors import CharnnError, ConfigError, DataError, ModelFileError, TrainingError
+from charnn.errors import CharnnError, DataError, ModelFileError, TrainingError
 from charnn.inference import weight_checks
 from charnn.loss import LossReport, loss_carried
 from charnn.mixed_precision import LowPrecisionCopy
-from charnn.model import CharRNN, count_parameters
+from charnn.model import CharRNN, check_fits_in_memory
 from charnn.plot import matplotlib_available, plot_losses
 from charnn.progress import Reporter
 from charnn.rundir import RunDir
@@ -49,17 +49,6 @@ class Stopped(CharnnError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def _check_fits(model_cfg: ModelConfig) -> None:
-    """Refuse a model whose weights, gradients and Adam state alone exceed this machine's memory."""
-    params = count_parameters(model_cfg)
-    need, have = params * 4 * 4, memory_bytes()
-    if have is not None and need > have:
-        raise ConfigError(
-            f"the model has {params:,} parameters and needs over {need / 2**30:.1f} GiB to train, more than "
-            f"this machine's {have / 2**30:.1f} GiB; lower --hidden, --layers or --embedding"
-        )
 
 
 class Trainer:
@@ -83,7 +72,7 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        _check_fits(model_cfg)
+        check_fits_in_memory(model_cfg)
         self.model = CharRNN(model_cfg).to(self.device)
         # On CPU, autocast does not reach the fused LSTM kernel, so low precision runs on a cast copy
         # of the weights while the optimizer keeps updating the fp32 originals.
@@ -363,7 +352,9 @@ class Trainer:
                     self._after_eval(self.evaluate())
                     evaluated_at = self.step
                 if end_of_epoch:
-                    self._epoch_line(epoch, epoch_losses, time.perf_counter() - epoch_start)
+                    self.reporter.epoch_end(
+                        epoch, epoch_losses, self.last_val, time.perf_counter() - epoch_start
+                    )
                 if end_of_epoch or (cfg.save_every and self.step % cfg.save_every == 0) or reason:
                     self.save_checkpoint()
                     saved_at = self.step
@@ -422,16 +413,6 @@ class Trainer:
                 "train_time_s": self.train_time,
             }
         )
-
-    def _epoch_line(self, epoch: int, losses: list[float], seconds: float) -> None:
-        mean = sum(losses) / max(len(losses), 1)
-        val = (
-            f"  val {self.last_val.nats:.4f} nats/char ({self.last_val.bits:.3f} bits)"
-            if self.last_val
-            else ""
-        )
-        self.reporter.line(f"Epoch {epoch + 1} Loss: {mean:.4f}{val}")
-        self.reporter.line(f"Time taken for 1 epoch {seconds:.2f} sec")
 
     def _result(self, reason: str) -> TrainResult:
         return TrainResult(
