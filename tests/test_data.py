@@ -6,6 +6,7 @@ import torch
 
 from charnn.data import (
     SHAKESPEARE_SHA256,
+    RandomBatches,
     StreamBatches,
     WindowBatches,
     load_corpus,
@@ -130,3 +131,15 @@ def test_streams_continue_across_batches():
     assert torch.all(x0[1:, 0] - x0[:-1, 0] == 500)  # rows are separate contiguous streams
     last = batches.steps_per_epoch - 1
     assert batches.batch(0, last)[1].shape == (4, 10)
+
+
+def test_random_windows_start_anywhere_and_are_reproducible():
+    ids = np.arange(10_000, dtype=np.uint16)
+    batches = RandomBatches(ids, seq_len=16, batch_size=8, seed=3)
+    x, y = batches.batch(2, 5)
+    assert x.shape == y.shape == (8, 16) and torch.equal(x[:, 1:], y[:, :-1])
+    assert torch.all(y[:, -1] - x[:, 0] == 16)  # contiguous windows of seq_len+1
+    assert torch.equal(x, RandomBatches(ids, 16, 8, seed=3).batch(2, 5)[0])
+    starts = torch.cat([batches.batch(0, i)[0][:, 0] for i in range(50)])
+    assert (starts % 17 != 0).any()  # not tied to a chunk grid
+    assert batches.steps_per_epoch == 10_000 // 17 // 8
