@@ -126,6 +126,7 @@ def test_python_dash_m_and_version():
         (["train", "--data", "missing.txt", "--out", "x"], ["missing.txt", "no such file"]),
         (["train", "--data", "corpus.txt", "--out", "run", "--max-steps", "3"], ["already holds a run"]),
         (["train", "--data", "corpus.txt", "--out", "y", "--dropout", "1.5"], ["--dropout"]),
+        (["train", "--data", "corpus.txt", "--out", "y", "--io-dropout", "-0.1"], ["--io-dropout"]),
         (["evaluate", "run", "--data", "other.txt"], ["other.txt"]),
     ],
 )

@@ -90,15 +90,37 @@ def test_lstm_starts_with_the_forget_gate_open_and_keras_init():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"cell": "transformer"}, {"hidden": 0}, {"layers": -1}, {"dropout": 1.0}, {"vocab_size": True}]
+    "bad",
+    [
+        {"cell": "transformer"},
+        {"hidden": 0},
+        {"layers": -1},
+        {"dropout": 1.0},
+        {"io_dropout": -0.1},
+        {"vocab_size": True},
+    ],
 )
 def test_invalid_model_settings_are_refused(bad):
     with pytest.raises(ConfigError):
         ModelConfig(**bad)
 
 
+def test_io_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, cell="gru", embedding=16, hidden=32, io_dropout=0.5))
+    x = torch.randint(0, 20, (4, 12))
+    model.train()
+    first, second = model(x)[0], model(x)[0]
+    assert not torch.equal(first, second)  # a fresh mask each call
+    model.eval()
+    plain = CharRNN(ModelConfig(vocab_size=20, cell="gru", embedding=16, hidden=32), init=False)
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    assert torch.equal(model(x)[0], plain(x)[0])  # no dropout at inference, same weights
+
+
 def test_config_round_trips_through_a_dict_and_refuses_unknown_keys():
-    cfg = ModelConfig(vocab_size=70, cell="gru", layers=3, dropout=0.2)
+    cfg = ModelConfig(vocab_size=70, cell="gru", layers=3, dropout=0.2, io_dropout=0.1)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown model settings: attention"):
         ModelConfig.from_dict({**cfg.to_dict(), "attention": 4})

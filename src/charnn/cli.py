@@ -72,6 +72,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--hidden", type=int, help="units per recurrent layer " + _default("hidden"))
     g.add_argument("--embedding", type=int, help="embedding size " + _default("embedding"))
     g.add_argument("--dropout", type=float, help="dropout between recurrent layers " + _default("dropout"))
+    g.add_argument(
+        "--io-dropout",
+        type=float,
+        help="dropout on the embedding's output and the last layer's output " + _default("io_dropout"),
+    )
     g = p.add_argument_group("optimisation")
     stop = g.add_mutually_exclusive_group()
     stop.add_argument(
@@ -311,7 +316,7 @@ def _info(args: argparse.Namespace) -> int:
     m = report["model"]
     print(f"model      {report['path']}")
     print(f"shape      {m['cell'].upper()} {m['layers']}x{m['hidden']}, embedding {m['embedding']}", end="")
-    print(f", dropout {m['dropout']}")
+    print(f", dropout {m['dropout']}, io dropout {m['io_dropout']}")
     print(f"parameters {report['parameters']:,}")
     print(f"vocabulary {report['vocab_size']} chars: {report['vocab']!r}")
     for key, value in report["training"].items():

@@ -22,6 +22,7 @@ class ModelConfig:
     hidden: int = 1024
     layers: int = 1
     dropout: float = 0.0
+    io_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cell not in CELL_NAMES:
@@ -30,8 +31,10 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model setting {name} must be a positive integer, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "io_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -152,8 +152,9 @@ class CharRNN(nn.Module):
         """Logits (batch, time, vocab) for ids x (batch, time), and the state after the last step."""
         if state is None:
             state = self.init_state(x.shape[0])
-        out, state = self.rnn(self.embedding(x), state)
-        return self.head(out), state
+        p = self.config.io_dropout
+        out, state = self.rnn(nn.functional.dropout(self.embedding(x), p, self.training), state)
+        return self.head(nn.functional.dropout(out, p, self.training)), state
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
