@@ -121,8 +121,9 @@ _CPU_BUDGET = {
     "hidden": 512,
     "embedding": 64,
     "dropout": 0.1,
-    "seq_len": 128,
-    "batch_size": 64,
+    "io_dropout": 0.2,
+    "seq_len": 64,
+    "batch_size": 128,
     "batching": "stream",
     "lr": 3e-3,
     "warmup": 100,
@@ -155,7 +156,7 @@ PRESETS: dict[str, dict] = {
         "clip": 1.0,
         "max_steps": 1000,
     },
-    "cpu-5m": {**_CPU_BUDGET, "time_budget": 300.0},
+    "cpu-5m": {**_CPU_BUDGET, "lr": 5e-3, "time_budget": 300.0},
     "cpu-10m": {**_CPU_BUDGET, "dropout": 0.2, "time_budget": 600.0},
     "gpu": {
         "layers": 3,
@@ -179,8 +180,8 @@ PRESET_HELP = {
     "seed": "the tutorial's model and loop: LSTM 1024, embedding 256, windows of 100, batch 64, 10 epochs",
     "tiny": "LSTM 128, 2000 steps: a model in well under a minute, for tests and demos",
     "small": "LSTM 512, embedding 64, 1000 steps, cosine LR: Shakespeare-like text in ~2 min on 2 cores",
-    "cpu-5m": "2 x GRU 512, 64 streams of 128-char windows, AdamW, cosine sized to a 5-minute budget",
-    "cpu-10m": "the cpu-5m recipe with dropout 0.2, sized to a 10-minute budget",
+    "cpu-5m": "2 x GRU 512, 128 streams of 64-char windows, dropout, AdamW 5e-3, cosine sized to 5 minutes",
+    "cpu-10m": "the cpu-5m recipe with more dropout and AdamW 3e-3, cosine sized to 10 minutes",
     "gpu": "3 x LSTM 1024 for a CUDA GPU, 5,000 steps of 128 x 256 chars (not yet measured)",
 }
 
