@@ -34,6 +34,33 @@ BATCH, SEQ, EMBED, HIDDEN = 64, 100, 256, 1024
 BF16 = torch.bfloat16
 
 
+def backward_loop(i, f, g, o, c, c0, d_out, d_hn, d_cn, w_hh):
+    """The LSTM backward through time from the gates (batch, steps, hidden) and cells: gate gradients for all
+    steps as (batch * steps, 4 * hidden) in w_hh's dtype, and the gradients of the initial state."""
+    batch, steps, hidden = c.shape
+    tc = c.tanh()
+    c_prev = torch.cat([c0.float()[:, None], c[:, :-1]], 1)
+    # dz = (dc, dc, dc, dh) * m, with m depending on the forward values only
+    m = torch.empty(batch, steps, 4, hidden)
+    torch.mul(g, i - i * i, out=m[:, :, 0])
+    torch.mul(c_prev, f - f * f, out=m[:, :, 1])
+    torch.addcmul(i, i, g * g, value=-1, out=m[:, :, 2])
+    torch.mul(tc, o - o * o, out=m[:, :, 3])
+    dh_to_dc = torch.addcmul(o, o, tc * tc, value=-1)
+    dz = torch.empty(batch, steps, 4, hidden, dtype=w_hh.dtype)
+    dh_next = d_hn.float() if d_hn is not None else torch.zeros(batch, hidden)
+    dc_next = d_cn.float() if d_cn is not None else torch.zeros(batch, hidden)
+    dh, dc = torch.empty(batch, hidden), torch.empty(batch, hidden)
+    for t in range(steps - 1, -1, -1):
+        torch.add(d_out[:, t], dh_next, out=dh)
+        torch.addcmul(dc_next, dh, dh_to_dc[:, t], out=dc)
+        torch.mul(m[:, t, :3], dc[:, None], out=dz[:, t, :3])
+        torch.mul(m[:, t, 3], dh, out=dz[:, t, 3])
+        dc_next = dc * f[:, t]
+        dh_next = dz[:, t].view(batch, 4 * hidden) @ w_hh
+    return dz.view(batch * steps, 4 * hidden), dh_next.to(c0.dtype), dc_next.to(c0.dtype)
+
+
 class RecomputeLSTM(torch.autograd.Function):
     """One LSTM layer: oneDNN forward; a backward by hand (gates recomputed, one weight-gradient product)."""
 
@@ -59,33 +86,12 @@ class RecomputeLSTM(torch.autograd.Function):
         prev = c0.float()
         for t in range(steps):
             prev = torch.addcmul(ig[:, t], f[:, t], prev, out=c[:, t])
-        tc = c.tanh()
-        c_prev = torch.cat([c0.float()[:, None], c[:, :-1]], 1)
-        # dZ = (dc, dc, dc, dh) * m, with m depending on the forward values only
-        m = torch.empty(batch, steps, 4, hidden)
-        torch.mul(g, i * (1 - i), out=m[:, :, 0])
-        torch.mul(c_prev, f * (1 - f), out=m[:, :, 1])
-        torch.mul(i, 1 - g * g, out=m[:, :, 2])
-        torch.mul(tc, o * (1 - o), out=m[:, :, 3])
-        dh_to_dc = o * (1 - tc * tc)
-        dz = torch.empty(batch, steps, 4, hidden, dtype=x.dtype)
-        dh_next = d_hn.float() if d_hn is not None else torch.zeros(batch, hidden)
-        dc_next = d_cn.float() if d_cn is not None else torch.zeros(batch, hidden)
-        d_out = d_out.float()
-        dh, dc = torch.empty(batch, hidden), torch.empty(batch, hidden)
-        for t in range(steps - 1, -1, -1):
-            torch.add(d_out[:, t], dh_next, out=dh)
-            torch.addcmul(dc_next, dh, dh_to_dc[:, t], out=dc)
-            torch.mul(m[:, t, :3], dc[:, None], out=dz[:, t, :3])
-            torch.mul(m[:, t, 3], dh, out=dz[:, t, 3])
-            dc_next = dc * f[:, t]
-            dh_next = (dz[:, t].view(batch, 4 * hidden) @ w_hh).float()
-        dz = dz.view(batch * steps, 4 * hidden)
+        dz, dh0, dc0 = backward_loop(i, f, g, o, c, c0, d_out, d_hn, d_cn, w_hh)
         dw = dz.t() @ inputs
         embed = x.shape[2]
         dx = (dz @ w_ih).view(batch, steps, embed)
         d_bias = dz.float().sum(0).to(bias.dtype)
-        return dx, dh_next.to(h0.dtype), dc_next.to(c0.dtype), dw[:, :embed], dw[:, embed:], d_bias
+        return dx, dh0, dc0, dw[:, :embed], dw[:, embed:], d_bias
 
 
 class LoopLSTM(torch.autograd.Function):
@@ -117,32 +123,13 @@ class LoopLSTM(torch.autograd.Function):
         x, out, h0, c0, w_ih, w_hh, gates, c = ctx.saved_tensors
         batch, steps, hidden = out.shape
         i, f, g, o = gates.unbind(2)
-        tc = c.tanh()
-        c_prev = torch.cat([c0.float()[:, None], c[:, :-1]], 1)
-        m = torch.empty(batch, steps, 4, hidden)
-        torch.mul(g, i - i * i, out=m[:, :, 0])
-        torch.mul(c_prev, f - f * f, out=m[:, :, 1])
-        torch.addcmul(i, i, g * g, value=-1, out=m[:, :, 2])
-        torch.mul(tc, o - o * o, out=m[:, :, 3])
-        dh_to_dc = torch.addcmul(o, o, tc * tc, value=-1)
-        dz = torch.empty(batch, steps, 4, hidden, dtype=x.dtype)
-        dh_next = d_hn.float() if d_hn is not None else torch.zeros(batch, hidden)
-        dc_next = d_cn.float() if d_cn is not None else torch.zeros(batch, hidden)
-        dh, dc = torch.empty(batch, hidden), torch.empty(batch, hidden)
-        for t in range(steps - 1, -1, -1):
-            torch.add(d_out[:, t], dh_next, out=dh)
-            torch.addcmul(dc_next, dh, dh_to_dc[:, t], out=dc)
-            torch.mul(m[:, t, :3], dc[:, None], out=dz[:, t, :3])
-            torch.mul(m[:, t, 3], dh, out=dz[:, t, 3])
-            dc_next = dc * f[:, t]
-            dh_next = dz[:, t].view(batch, 4 * hidden) @ w_hh
-        dz = dz.view(batch * steps, 4 * hidden)
+        dz, dh0, dc0 = backward_loop(i, f, g, o, c, c0, d_out, d_hn, d_cn, w_hh)
         embed = x.shape[2]
         h_prev = torch.cat([h0[:, None], out[:, :-1]], 1).reshape(batch * steps, hidden)
         dw_ih, dw_hh = dz.t() @ x.reshape(batch * steps, embed), dz.t() @ h_prev
         dx = (dz @ w_ih).view(batch, steps, embed)
         d_bias = dz.float().sum(0).to(w_ih.dtype)
-        return dx, dh_next.to(h0.dtype), dc_next.to(c0.dtype), dw_ih, dw_hh, d_bias
+        return dx, dh0, dc0, dw_ih, dw_hh, d_bias
 
 
 def best_seconds(fn, reps: int = 4) -> float:
