@@ -71,7 +71,9 @@ def test_same_seed_gives_identical_weights(tmp_path, corpus_file):
 
 @pytest.mark.parametrize("batching", ["windows", "stream"])
 def test_resume_continues_bit_for_bit(tmp_path, corpus_file, batching):
-    common = dict(data=str(corpus_file), batching=batching, dropout=0.1, layers=2, quiet=True, **TINY)
+    common = dict(
+        data=str(corpus_file), batching=batching, dropout=0.1, io_dropout=0.1, layers=2, quiet=True, **TINY
+    )
     charnn.train(tmp_path / "straight", max_steps=20, **common)
     charnn.train(tmp_path / "split", max_steps=9, **common)
     result = charnn.train(tmp_path / "split", resume=True, max_steps=20, quiet=True)
