@@ -18,7 +18,7 @@ from torch import Tensor
 from charnn.device import cpu_kind
 from charnn.errors import ConfigError
 from charnn.loss import loss_carried
-from charnn.model import CharRNN, State
+from charnn.model import CELLS, CharRNN, State
 
 WEIGHT_FORMATS = ("fp32", "bf16", "int8")
 
@@ -65,8 +65,7 @@ class StepModel:
 
     def init_state(self, batch_size: int) -> State:
         shape = (self.layers, batch_size, self.hidden)
-        count = 2 if self.cell == "lstm" else 1
-        return tuple(torch.zeros(shape, device=self.device) for _ in range(count))
+        return tuple(torch.zeros(shape, device=self.device) for _ in range(CELLS[self.cell].states))
 
     def eval(self) -> StepModel:
         return self
