@@ -7,6 +7,7 @@ the built-in tiny Shakespeare. benchmarks/run.py runs the naive PyTorch port bes
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import statistics
 import subprocess
@@ -20,7 +21,7 @@ import torch
 
 from charnn.checkpoint import save_model
 from charnn.config import ModelConfig, TrainConfig
-from charnn.data import load_corpus
+from charnn.data import Corpus, load_corpus
 from charnn.device import cpu_kind, describe_cpu
 from charnn.inference import StepModel
 from charnn.loss import loss_carried
@@ -74,9 +75,15 @@ def matvec_rate(weights: str, hidden: int = 1024, reps: int = 2000) -> float:
     return reps / (time.perf_counter() - start)
 
 
+@functools.cache
+def _shakespeare() -> Corpus:
+    """The built-in corpus, read once for all the measurements."""
+    return load_corpus("shakespeare")
+
+
 def _trainer(precision: str, model: ModelConfig = SEED, batch: int = BATCH, steps: int = 10**6) -> Trainer:
     cfg = TrainConfig(precision=precision, batch_size=batch, seq_len=SEQ, max_steps=steps)
-    return Trainer(RunDir("unused"), model, cfg, load_corpus("shakespeare"), "seed", Reporter(quiet=True))
+    return Trainer(RunDir("unused"), model, cfg, _shakespeare(), "seed", Reporter(quiet=True))
 
 
 def train_speed(
@@ -112,7 +119,7 @@ def bf16_learns_like_fp32(steps: int) -> dict:
 
 def generation_speed(model: CharRNN, weights: str, length: int, samples: int = 1) -> float:
     """Characters per second (all samples together) generating `length` chars at temperature 1."""
-    vocab = load_corpus("shakespeare").vocab
+    vocab = _shakespeare().vocab
     cfg = SamplingConfig(length=length, num_samples=samples, seed=0)
     chars = sample(model, vocab, "ROMEO: ", cfg, weights)
     next(chars)  # the start string and the first pick: not part of the steady rate
@@ -219,7 +226,7 @@ def run(quick: bool = False, log=print) -> dict:
     result["generate_best"] = best
     result["generate_fraction_of_matvec"] = result["generate"][best] / result["matvec_per_s"][best]
     with tempfile.TemporaryDirectory() as tmp:
-        save_model(Path(tmp) / "model", model, load_corpus("shakespeare").vocab, {})
+        save_model(Path(tmp) / "model", model, _shakespeare().vocab, {})
         result["first_char_s"] = min(
             first_char_seconds(Path(tmp) / "model") for _ in range(2 if quick else 3)
         )
