@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 import charnn
 from charnn.config import TrainConfig, parse_duration, resolve_settings
+from charnn.device import cpu_kind
 from charnn.errors import ConfigError, DataError, RunDirError
 from charnn.train import lr_at
 from conftest import TINY
@@ -69,18 +70,49 @@ def test_same_seed_gives_identical_weights(tmp_path, corpus_file):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+KERNELS = [("fp32", "fused")]
+if cpu_kind() != "fp32":
+    KERNELS += [("bf16", "fused"), ("bf16", "charnn")]
+
+
+@pytest.mark.parametrize("precision, kernel", KERNELS)
 @pytest.mark.parametrize("batching", ["windows", "stream"])
-def test_resume_continues_bit_for_bit(tmp_path, corpus_file, batching):
+def test_resume_continues_bit_for_bit(tmp_path, corpus_file, batching, precision, kernel, monkeypatch):
+    monkeypatch.setenv("CHARNN_LSTM_KERNEL", kernel)
     common = dict(
         data=str(corpus_file), batching=batching, dropout=0.1, io_dropout=0.1, layers=2, quiet=True, **TINY
     )
+    common["precision"] = precision
     charnn.train(tmp_path / "straight", max_steps=20, **common)
     charnn.train(tmp_path / "split", max_steps=9, **common)
+    monkeypatch.setenv("CHARNN_LSTM_KERNEL", "auto")  # the resumed run keeps the kernel the run started with
     result = charnn.train(tmp_path / "split", resume=True, max_steps=20, quiet=True)
     assert result.steps == 20
     a = load_file(str(tmp_path / "straight/checkpoints/step-000000020/model.safetensors"))
     b = load_file(str(tmp_path / "split/checkpoints/step-000000020/model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    state = json.loads((tmp_path / "split/checkpoints/step-000000020/state.json").read_text())
+    assert state["recurrent_kernel"] == kernel
+    config = json.loads((tmp_path / "split/model/config.json").read_text())
+    assert config["training"]["recurrent_kernel"] == kernel
+
+
+@pytest.mark.skipif(cpu_kind() == "fp32", reason="this CPU has no native bf16")
+def test_the_two_bf16_lstm_kernels_learn_alike(tmp_path, corpus_file, monkeypatch):
+    losses = {}
+    for kernel in ("fused", "charnn"):
+        monkeypatch.setenv("CHARNN_LSTM_KERNEL", kernel)
+        common = {**TINY, "precision": "bf16"}
+        result = charnn.train(tmp_path / kernel, data=str(corpus_file), max_steps=40, quiet=True, **common)
+        losses[kernel] = result.train_loss
+    print(f"bf16 train loss after 40 steps: {losses}")
+    assert abs(losses["charnn"] - losses["fused"]) / losses["fused"] < 0.01
+
+
+def test_a_bad_kernel_choice_is_refused(tmp_path, corpus_file, monkeypatch):
+    monkeypatch.setenv("CHARNN_LSTM_KERNEL", "fast")
+    with pytest.raises(ConfigError, match="CHARNN_LSTM_KERNEL must be auto, charnn or fused"):
+        charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=2, quiet=True, **TINY)
 
 
 def test_resume_refuses_other_settings_but_allows_new_stopping_point(tmp_path, corpus_file):

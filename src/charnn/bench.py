@@ -83,7 +83,9 @@ def _shakespeare() -> Corpus:
 
 def _trainer(precision: str, model: ModelConfig = SEED, batch: int = BATCH, steps: int = 10**6) -> Trainer:
     cfg = TrainConfig(precision=precision, batch_size=batch, seq_len=SEQ, max_steps=steps)
-    return Trainer(RunDir("unused"), model, cfg, _shakespeare(), "seed", Reporter(quiet=True))
+    trainer = Trainer(RunDir("unused"), model, cfg, _shakespeare(), "seed", Reporter(quiet=True))
+    trainer.choose_recurrent_kernel()  # as `charnn train` does before its first step
+    return trainer
 
 
 def train_speed(
@@ -100,7 +102,12 @@ def train_speed(
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times[warmup:])
     flops = lstm_step_flops(model.hidden, model.embedding, model.vocab_size, batch, SEQ)
-    return {"step_s": step_s, "chars_per_s": batch * SEQ / step_s, "gflops": flops / step_s / 1e9}
+    return {
+        "step_s": step_s,
+        "chars_per_s": batch * SEQ / step_s,
+        "gflops": flops / step_s / 1e9,
+        "kernel": trainer.recurrent_kernel,
+    }
 
 
 def bf16_learns_like_fp32(steps: int) -> dict:
@@ -252,7 +259,7 @@ def format_report(result: dict) -> str:
     for p, t in result["train"].items():
         lines.append(
             f"train {p}: {t['chars_per_s']:,.0f} chars/s ({t['step_s'] * 1000:.0f} ms/step, "
-            f"{t['gflops']:.0f} GFLOP/s)"
+            f"{t['gflops']:.0f} GFLOP/s, {t['kernel']} LSTM kernel)"
         )
     lines.append(
         f"train auto ({result['train_auto']}): {result['train_fraction_of_gemm_peak']:.0%} of GEMM peak"
@@ -277,7 +284,7 @@ def format_report(result: dict) -> str:
     for row in result.get("scaling", []):
         lines.append(
             f"  {row['precision']:>4} hidden {row['hidden']:>4} batch {row['batch']:>3}: "
-            f"{row['step_s'] * 1000:8.0f} ms/step {row['gflops']:6.0f} GFLOP/s"
+            f"{row['step_s'] * 1000:8.0f} ms/step {row['gflops']:6.0f} GFLOP/s  {row['kernel']}"
         )
     return "\n".join(lines)
 

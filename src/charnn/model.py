@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from charnn import cpu_lstm
 from charnn.config import ModelConfig
 from charnn.device import memory_bytes
 from charnn.errors import ConfigError
@@ -23,10 +24,11 @@ class CellKind:
     gates: int
     biases: int  # 1 where the input and recurrent biases only ever appear summed (Keras keeps one)
     states: int
+    cpu_bf16_training: object = None  # charnn's own layer stack for bf16 training on CPU, where one exists
 
 
 CELLS: dict[str, CellKind] = {
-    "lstm": CellKind(torch.lstm, gates=4, biases=1, states=2),
+    "lstm": CellKind(torch.lstm, gates=4, biases=1, states=2, cpu_bf16_training=cpu_lstm.lstm),
     "gru": CellKind(torch.gru, gates=3, biases=2, states=1),
     "rnn": CellKind(torch.rnn_tanh, gates=1, biases=1, states=1),
 }
@@ -84,6 +86,8 @@ class Recurrent(nn.Module):
             else:
                 self.register_parameter(f"bias_l{k}", nn.Parameter(torch.zeros(width)))
         self.register_buffer("zero_bias", torch.zeros(width), persistent=False)
+        # Set by the trainer where the cell's hand-written CPU layer measured faster than the fused kernel.
+        self.use_cpu_layer = False
         if init:
             self.reset_parameters()
 
@@ -114,6 +118,9 @@ class Recurrent(nn.Module):
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         hx = state if self.kind.states == 2 else state[0]
         dropout = self.dropout if self.layers > 1 else 0.0
+        cpu_bf16 = x.device.type == "cpu" and x.dtype == torch.bfloat16
+        if self.use_cpu_layer and cpu_bf16 and torch.is_grad_enabled():
+            return self.kind.cpu_bf16_training(x, hx, self.flat_weights(), dropout, self.training)
         out, *new_state = self.kind.kernel(
             x, hx, self.flat_weights(), True, self.layers, dropout, self.training, False, True
         )

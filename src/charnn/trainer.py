@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import random
 import shutil
 import signal
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charnn import distributed, rng
+from charnn import cpu_lstm, distributed, rng
 from charnn.checkpoint import (
     Checkpoint,
     load_model,
@@ -26,9 +27,9 @@ from charnn.checkpoint import (
 )
 from charnn.config import ModelConfig, TrainConfig
 from charnn.data import Corpus, RandomBatches, StreamBatches, WindowBatches, split
-from charnn.device import resolve_device, resolve_precision
+from charnn.device import keep_freed_memory, resolve_device, resolve_precision
 from charnn.distributed import Ranks
-from charnn.errors import CharnnError, DataError, ModelFileError, TrainingError
+from charnn.errors import CharnnError, ConfigError, DataError, ModelFileError, TrainingError
 from charnn.inference import weight_checks
 from charnn.loss import LossReport, loss_carried
 from charnn.mixed_precision import LowPrecisionCopy
@@ -40,6 +41,7 @@ from charnn.signals import StopSignals
 from charnn.train import TrainResult, lr_at
 
 _THROUGHPUT_PROBE_STEPS = 10
+_KERNEL_MARGIN = 1.05  # charnn's CPU LSTM layer is used only where measured this much faster (timing noise)
 WEIGHT_CHECK_CHARS = 200_000  # enough to see a 0.01-nat change, quick even for big validation splits
 
 
@@ -69,6 +71,8 @@ class Trainer:
         self.rows = ranks.rows(cfg.batch_size)  # this process's share of each global batch
         self.device = distributed.start(ranks, resolve_device(cfg.device))
         self.dtype = resolve_precision(cfg.precision, self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -79,6 +83,9 @@ class Trainer:
         cast = self.device.type == "cpu" and self.dtype != torch.float32
         self.cast = LowPrecisionCopy(self.model, self.dtype) if cast else None
         self.compute = self.cast.module if self.cast else self.model
+        # bf16 LSTM training on CPU has two kernels; which is faster depends on the sizes and the CPU, so the
+        # first step times both (None until then; a resumed run keeps the original's choice).
+        self.recurrent_kernel: str | None = None if self.cast and model_cfg.cell == "lstm" else "fused"
         self.parallel = distributed.wrap(self.compute, ranks, self.device)
         self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
@@ -182,6 +189,7 @@ class Trainer:
             "train_time_s": round(self.train_time, 2),
             "device": str(self.device),
             "precision": str(self.dtype).removeprefix("torch."),
+            "recurrent_kernel": self.recurrent_kernel,
             "torch": torch.__version__,
             "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
@@ -231,6 +239,7 @@ class Trainer:
             "best_step": self.best_step,
             "last_loss": self.last_loss,
             "corpus_sha256": self.corpus.sha256,
+            "recurrent_kernel": self.recurrent_kernel,
             "model": self.model.config.to_dict(),
             "train": asdict(self.cfg),
             "rng": rng.capture(),
@@ -272,11 +281,34 @@ class Trainer:
             carry = [ckpt.loop_tensors[f"carry.{i}"] for i in range(len(ckpt.loop_tensors))]
             self.carry = tuple(t.to(self.device, self.dtype) for t in carry) if carry else None
             rng.restore(state["rng"])
+            if self.recurrent_kernel is None:  # checkpoints from before the choice existed used the fused one
+                self.recurrent_kernel = state.get("recurrent_kernel", "fused")
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ModelFileError(
                 f"{ckpt.path / 'state.json'}: damaged ({type(e).__name__}: {e}); "
                 "delete this checkpoint folder to resume from the one before"
             ) from None
+
+    def choose_recurrent_kernel(self) -> None:
+        """Time charnn's CPU LSTM layer against PyTorch's fused kernel at this run's sizes (once per run,
+        about two seconds for the tutorial's model) and compute with the faster from now on.
+        CHARNN_LSTM_KERNEL=charnn|fused picks one without timing."""
+        forced = os.environ.get("CHARNN_LSTM_KERNEL", "auto")
+        if forced not in ("auto", "charnn", "fused"):
+            raise ConfigError(f"CHARNN_LSTM_KERNEL must be auto, charnn or fused, got {forced!r}")
+        if self.recurrent_kernel is None and forced != "auto":
+            self.recurrent_kernel = forced
+        if self.recurrent_kernel is None:
+            c, rows = self.model.config, len(range(self.cfg.batch_size)[self.rows])
+            speedup = cpu_lstm.speedup_over_fused(c.embedding, c.hidden, c.layers, rows, self.cfg.seq_len)
+            faster = distributed.agree(float(speedup >= _KERNEL_MARGIN), self.ranks)  # the same on all ranks
+            self.recurrent_kernel = "charnn" if faster else "fused"
+            chosen = "charnn's layer" if faster else "the fused kernel"
+            self.reporter.line(
+                f"bf16 LSTM on CPU: charnn's layer runs at {speedup:.2f}x the speed of PyTorch's fused "
+                f"kernel at these sizes; training with {chosen}"
+            )
+        self.compute.rnn.use_cpu_layer = self.recurrent_kernel == "charnn"
 
     # ---- the loop -------------------------------------------------------------------------------------
     def _stop_reason(self) -> str | None:
@@ -310,6 +342,7 @@ class Trainer:
         cfg, spe = self.cfg, self.steps_per_epoch
         self.model.train()
         self.compute.train()
+        self.choose_recurrent_kernel()
         self.reporter.start(self.step_limit or 0, self.step)
         window_losses: list[float] = []
         window_time, epoch_start, epoch_losses = 0.0, time.perf_counter(), []

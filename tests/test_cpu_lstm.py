@@ -1,0 +1,112 @@
+"""The hand-written CPU LSTM used for bf16 training, against PyTorch's fused fp32 LSTM."""
+
+import pytest
+import torch
+
+from charnn import cpu_lstm
+from charnn.config import ModelConfig
+from charnn.model import CharRNN
+
+
+def random_lstm(layers: int, embed: int, hidden: int, seed: int = 0) -> list[torch.Tensor]:
+    """Weights in the fused kernel's order (w_ih, w_hh, b_ih, b_hh per layer), both biases non-zero."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = []
+    for k in range(layers):
+        fan_in = embed if k == 0 else hidden
+        weights += [
+            torch.randn(4 * hidden, fan_in, generator=gen) * fan_in**-0.5,
+            torch.randn(4 * hidden, hidden, generator=gen) * hidden**-0.5,
+            torch.randn(4 * hidden, generator=gen) * 0.5,
+            torch.randn(4 * hidden, generator=gen) * 0.5,
+        ]
+    return weights
+
+
+def outputs_and_grads(run, x, state, weights, dtype):
+    """Run an LSTM in `dtype` from fp32 values; its outputs, then the gradients of a loss reaching the outputs
+    and the last state, for the input, the initial state and every weight, all in fp32."""
+    leaves = [t.detach().to(dtype).requires_grad_() for t in (x, *state, *weights)]
+    x_, h0, c0, *w = leaves
+    out, (h_n, c_n) = run(x_, (h0, c0), w)
+    gen = torch.Generator().manual_seed(1)
+    probes = [torch.randn(t.shape, generator=gen) for t in (out, h_n, c_n)]
+    loss = sum((t.float() * p).sum() for t, p in zip((out, h_n, c_n), probes, strict=True))
+    loss.backward()
+    return [t.detach().float() for t in (out, h_n, c_n)], [t.grad.float() for t in leaves]
+
+
+def fused(x, state, weights):
+    out, h_n, c_n = torch.lstm(x, state, weights, True, len(weights) // 4, 0.0, True, False, True)
+    return out, (h_n, c_n)
+
+
+def hand_written(x, state, weights):
+    return cpu_lstm.lstm(x, state, weights, 0.0, True)
+
+
+def inputs(batch, steps, embed, hidden, layers):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, steps, embed, generator=gen)
+    state = tuple(torch.randn(layers, batch, hidden, generator=gen) * 0.5 for _ in range(2))
+    return x, state
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("steps", [1, 5, 37])  # one step, fewer than a chunk, several chunks and a remainder
+def test_fp32_arithmetic_equals_the_fused_kernel(layers, steps):
+    x, state = inputs(3, steps, 7, 16, layers)
+    weights = random_lstm(layers, 7, 16)
+    ref_out, ref_grads = outputs_and_grads(fused, x, state, weights, torch.float32)
+    out, grads = outputs_and_grads(hand_written, x, state, weights, torch.float32)
+    out_diff = max(float((a - b).abs().max()) for a, b in zip(out, ref_out, strict=True))
+    # gradients sum over batch and steps: their rounding grows with their size, so compare relative to it
+    grad_diff = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads, ref_grads, strict=True))
+    print(
+        f"fp32, {layers} layers x {steps} steps: outputs max abs diff {out_diff:.1e}, grads {grad_diff:.1e}",
+    )
+    assert out_diff < 1e-5 and grad_diff < 1e-5
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bf16_gradients_are_as_close_to_fp32_as_the_fused_bf16_kernels(layers):
+    x, state = inputs(8, 40, 32, 64, layers)
+    weights = random_lstm(layers, 32, 64)
+    _, exact = outputs_and_grads(fused, x, state, weights, torch.float32)
+    errors = {}
+    for name, run in (("fused", fused), ("hand", hand_written)):
+        _, grads = outputs_and_grads(run, x, state, weights, torch.bfloat16)
+        errors[name] = max(float((g - e).norm() / e.norm()) for g, e in zip(grads, exact, strict=True))
+    print(f"bf16 vs fp32, worst gradient error: fused {errors['fused']:.2e}, charnn {errors['hand']:.2e}")
+    assert errors["hand"] < 0.02
+    assert errors["hand"] < 2 * errors["fused"]
+
+
+def test_dropout_between_layers_is_seeded_and_only_in_training():
+    x, state = inputs(4, 9, 8, 16, 2)
+    weights = [w.bfloat16() for w in random_lstm(2, 8, 16)]
+    x, state = x.bfloat16(), tuple(s.bfloat16() for s in state)
+    runs = []
+    settings = ((0.5, True, 0), (0.5, True, 0), (0.5, True, 1), (0.5, False, 0), (0.0, True, 0))
+    for p, training, seed in settings:
+        torch.manual_seed(seed)
+        runs.append(cpu_lstm.lstm(x, state, weights, p, training)[0])
+    assert torch.equal(runs[0], runs[1])  # same seed, same masks
+    assert not torch.equal(runs[0], runs[2])
+    assert torch.equal(runs[3], runs[4])  # no dropout outside training
+
+
+def test_the_model_uses_this_layer_only_when_told_and_only_for_training():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, embedding=8, hidden=16, layers=2)).to(torch.bfloat16)
+    emb = model.embedding(torch.randint(0, 11, (3, 12)))
+    state = model.init_state(3)
+    weights = model.rnn.flat_weights()
+    mine, _ = cpu_lstm.lstm(emb, state, weights, model.rnn.dropout, True)
+    theirs, _ = fused(emb, state, weights)
+    assert not torch.equal(mine, theirs)  # bf16 rounding differs, so equality below tells the kernels apart
+    assert torch.equal(model.rnn(emb, state)[0], theirs)
+    model.rnn.use_cpu_layer = True
+    assert torch.equal(model.rnn(emb, state)[0], mine)
+    with torch.no_grad():
+        assert torch.equal(model.rnn(emb, state)[0], theirs)
