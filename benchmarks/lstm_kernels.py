@@ -10,14 +10,16 @@ backward per step. This script times, with 2 threads:
   packed once in oneDNN's layout;
 - PyTorch's fused LSTM (oneDNN on CPU) in fp32 and bf16, forward and forward + backward, and charnn's bf16
   training layer (charnn/cpu_lstm.py) forward + backward, each with gradients compared with fp32 `nn.LSTM`;
-- all of the LSTM timings twice, in fresh processes: with glibc's default malloc settings and with charnn's
-  (freed memory kept for reuse, as `charnn train` sets on CPU), to show how much of a step is page faults.
+- all of the LSTM timings twice, in fresh processes: with glibc's default malloc settings (as charnn runs)
+  and with every freed block kept for reuse, to show how much of each kernel's time is page faults on fresh
+  memory (charnn's layer reuses its own big buffers from step to step instead).
 A benchmark, not a test: about a minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import json
 import subprocess
@@ -31,10 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from charnn import cpu_lstm  # noqa: E402
-from charnn.device import describe_cpu, keep_freed_memory  # noqa: E402
+from charnn.device import describe_cpu  # noqa: E402
 
 BATCH, SEQ, EMBED, HIDDEN = 64, 100, 256, 1024
 BF16 = torch.bfloat16
+POOL = cpu_lstm.BufferPool()  # as the model keeps one
+
+
+def keep_freed_memory() -> None:
+    """glibc keeps every freed block for reuse (no block is mapped afresh): what PyTorch's CPU tuning guide
+    gets from jemalloc or tcmalloc, here for comparison with charnn's own buffer reuse."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
 
 
 def best_seconds(fn, reps: int = 4) -> float:
@@ -95,7 +107,7 @@ def fused(x, state, weights):
 
 
 def mine(x, state, weights):
-    return cpu_lstm.lstm(x, state, weights, 0.0, True)[0]
+    return cpu_lstm.lstm(x, state, weights, 0.0, True, POOL)[0]
 
 
 def forward_backward(run, params, grad):
@@ -105,7 +117,7 @@ def forward_backward(run, params, grad):
 
 
 def measure(keep: bool) -> dict:
-    """This process's measurements, with or without charnn's malloc settings."""
+    """This process's measurements, with glibc's default malloc settings or with freed memory kept."""
     if keep:
         keep_freed_memory()
     torch.set_num_threads(2)

@@ -240,8 +240,8 @@ def run(quick: bool = False, log=print) -> dict:
     log("peak memory of a training run ...")
     result["train_peak_rss_mib"] = training_peak_rss_mib(steps=3 if quick else 10)
     if not quick:
-        log("bf16 against fp32 after 60 steps ...")
-        result["bf16_vs_fp32"] = bf16_learns_like_fp32(steps=60)
+        log("bf16 against fp32 after 150 steps ...")
+        result["bf16_vs_fp32"] = bf16_learns_like_fp32(steps=150)
         log("scaling table ...")
         result["scaling"] = scaling_table(steps=2)
     return result

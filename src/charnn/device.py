@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import os
 import platform
@@ -62,26 +60,6 @@ def memory_bytes() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Have glibc's malloc reuse freed memory instead of handing large blocks back to the kernel.
-
-    A training step frees and reallocates the same 10-100 MB activations every time; by default glibc maps
-    each such block afresh, and the page faults on first touch cost a quarter of a bf16 LSTM step on CPU.
-    With this the process stays at its peak size instead of shrinking between steps. False where the C
-    library is not glibc (nothing is changed then).
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None or platform.libc_ver()[0] != "glibc":
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def resolve_device(name: str = "auto") -> torch.device:

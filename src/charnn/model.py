@@ -86,8 +86,9 @@ class Recurrent(nn.Module):
             else:
                 self.register_parameter(f"bias_l{k}", nn.Parameter(torch.zeros(width)))
         self.register_buffer("zero_bias", torch.zeros(width), persistent=False)
-        # Set by the trainer where the cell's hand-written CPU layer measured faster than the fused kernel.
+        # Set by the trainer where the cell's own CPU layer measured faster than the fused kernel.
         self.use_cpu_layer = False
+        self.cpu_layer_buffers = cpu_lstm.BufferPool()
         if init:
             self.reset_parameters()
 
@@ -120,7 +121,8 @@ class Recurrent(nn.Module):
         dropout = self.dropout if self.layers > 1 else 0.0
         cpu_bf16 = x.device.type == "cpu" and x.dtype == torch.bfloat16
         if self.use_cpu_layer and cpu_bf16 and torch.is_grad_enabled():
-            return self.kind.cpu_bf16_training(x, hx, self.flat_weights(), dropout, self.training)
+            weights = self.flat_weights()
+            return self.kind.cpu_bf16_training(x, hx, weights, dropout, self.training, self.cpu_layer_buffers)
         out, *new_state = self.kind.kernel(
             x, hx, self.flat_weights(), True, self.layers, dropout, self.training, False, True
         )

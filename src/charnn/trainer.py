@@ -27,7 +27,7 @@ from charnn.checkpoint import (
 )
 from charnn.config import ModelConfig, TrainConfig
 from charnn.data import Corpus, RandomBatches, StreamBatches, WindowBatches, split
-from charnn.device import keep_freed_memory, resolve_device, resolve_precision
+from charnn.device import resolve_device, resolve_precision
 from charnn.distributed import Ranks
 from charnn.errors import CharnnError, ConfigError, DataError, ModelFileError, TrainingError
 from charnn.inference import weight_checks
@@ -71,8 +71,6 @@ class Trainer:
         self.rows = ranks.rows(cfg.batch_size)  # this process's share of each global batch
         self.device = distributed.start(ranks, resolve_device(cfg.device))
         self.dtype = resolve_precision(cfg.precision, self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
