@@ -38,6 +38,9 @@ class BufferPool:
         free = self.free.get((shape, dtype))
         return free.pop() if free else torch.empty(shape, dtype=dtype)
 
+    def clear(self) -> None:
+        self.free.clear()
+
     def give(self, *buffers: Tensor) -> None:
         """Hand buffers back once nothing will read them again."""
         for b in buffers:

@@ -159,6 +159,7 @@ class Trainer:
         """Exact validation loss of the fp32 weights over the whole validation split."""
         if not len(self.val_ids):
             return None
+        self.compute.rnn.cpu_layer_buffers.clear()  # training's work buffers: the next step makes them again
         shard = (self.ranks.rank, self.ranks.world)
         reduce = lambda values: distributed.sum_all(values, self.ranks)  # noqa: E731
         report = loss_carried(self.model, self.val_ids, shard=shard, reduce=reduce)
