@@ -8,19 +8,8 @@ from charnn.config import ModelConfig
 from charnn.model import CharRNN
 
 
-def random_lstm(layers: int, embed: int, hidden: int, seed: int = 0) -> list[torch.Tensor]:
-    """Weights in the fused kernel's order (w_ih, w_hh, b_ih, b_hh per layer), both biases non-zero."""
-    gen = torch.Generator().manual_seed(seed)
-    weights = []
-    for k in range(layers):
-        fan_in = embed if k == 0 else hidden
-        weights += [
-            torch.randn(4 * hidden, fan_in, generator=gen) * fan_in**-0.5,
-            torch.randn(4 * hidden, hidden, generator=gen) * hidden**-0.5,
-            torch.randn(4 * hidden, generator=gen) * 0.5,
-            torch.randn(4 * hidden, generator=gen) * 0.5,
-        ]
-    return weights
+def random_lstm(layers: int, embed: int, hidden: int) -> list[torch.Tensor]:
+    return cpu_lstm.random_weights(embed, hidden, layers, torch.Generator().manual_seed(0), bias_scale=0.5)
 
 
 def outputs_and_grads(run, x, state, weights, dtype):
