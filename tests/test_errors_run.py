@@ -54,3 +54,13 @@ def test_unwritable_output_folder(tmp_path, corpus):
         assert_clean_error(train(corpus, disk), "not writable")
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_bad_lstm_kernel_choice_is_refused_and_the_run_kept(tmp_path, corpus, monkeypatch):
+    assert train(corpus, tmp_path / "run").returncode == 0
+    before = (tmp_path / "run/model/model.safetensors").read_bytes()
+    monkeypatch.setenv("CHARNN_LSTM_KERNEL", "fast")
+    resumed = run_cli("train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "4", "--quiet")
+    assert_clean_error(resumed, "CHARNN_LSTM_KERNEL must be auto, charnn or fused, got 'fast'")
+    assert (tmp_path / "run/model/model.safetensors").read_bytes() == before
+    assert_clean_error(train(corpus, tmp_path / "new"), "CHARNN_LSTM_KERNEL")

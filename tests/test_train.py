@@ -109,12 +109,6 @@ def test_the_two_bf16_lstm_kernels_learn_alike(tmp_path, corpus_file, monkeypatc
     assert abs(losses["charnn"] - losses["fused"]) / losses["fused"] < 0.01
 
 
-def test_a_bad_kernel_choice_is_refused(tmp_path, corpus_file, monkeypatch):
-    monkeypatch.setenv("CHARNN_LSTM_KERNEL", "fast")
-    with pytest.raises(ConfigError, match="CHARNN_LSTM_KERNEL must be auto, charnn or fused"):
-        charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=2, quiet=True, **TINY)
-
-
 def test_resume_refuses_other_settings_but_allows_new_stopping_point(tmp_path, corpus_file):
     charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=5, quiet=True, **TINY)
     with pytest.raises(ConfigError, match="lr 0.001 -> 0.01"):

@@ -81,9 +81,12 @@ class Trainer:
         cast = self.device.type == "cpu" and self.dtype != torch.float32
         self.cast = LowPrecisionCopy(self.model, self.dtype) if cast else None
         self.compute = self.cast.module if self.cast else self.model
-        # bf16 LSTM training on CPU has two kernels; which is faster depends on the sizes and the CPU, so the
-        # first step times both (None until then; a resumed run keeps the original's choice).
+        # bf16 LSTM training on CPU has two kernels; which is faster depends on the sizes and the CPU, so
+        # the run times both before its first step (None until then; a resumed run keeps its choice).
         self.recurrent_kernel: str | None = None if self.cast and model_cfg.cell == "lstm" else "fused"
+        self.forced_kernel = os.environ.get("CHARNN_LSTM_KERNEL", "auto")
+        if self.forced_kernel not in ("auto", "charnn", "fused"):
+            raise ConfigError(f"CHARNN_LSTM_KERNEL must be auto, charnn or fused, got {self.forced_kernel!r}")
         self.parallel = distributed.wrap(self.compute, ranks, self.device)
         self.autocast = self.device.type == "cuda" and self.dtype != torch.float32
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
@@ -292,11 +295,8 @@ class Trainer:
         """Time charnn's CPU LSTM layer against PyTorch's fused kernel at this run's sizes (once per run,
         about two seconds for the tutorial's model) and compute with the faster from now on.
         CHARNN_LSTM_KERNEL=charnn|fused picks one without timing."""
-        forced = os.environ.get("CHARNN_LSTM_KERNEL", "auto")
-        if forced not in ("auto", "charnn", "fused"):
-            raise ConfigError(f"CHARNN_LSTM_KERNEL must be auto, charnn or fused, got {forced!r}")
-        if self.recurrent_kernel is None and forced != "auto":
-            self.recurrent_kernel = forced
+        if self.recurrent_kernel is None and self.forced_kernel != "auto":
+            self.recurrent_kernel = self.forced_kernel
         if self.recurrent_kernel is None:
             c, rows = self.model.config, len(range(self.cfg.batch_size)[self.rows])
             speedup = cpu_lstm.speedup_over_fused(c.embedding, c.hidden, c.layers, rows, self.cfg.seq_len)
