@@ -1,5 +1,6 @@
 """Data-parallel training for real: torchrun, 2 CPU processes on gloo, a tiny model."""
 
+import json
 import os
 import signal
 import subprocess
@@ -78,23 +79,24 @@ def test_two_ranks_of_half_a_batch_equal_one_process(tmp_path, corpus, batching)
     one = [x for x in (tmp_path / "one/metrics.jsonl").read_text().splitlines() if "val_loss" in x]
     two = [x for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines() if "val_loss" in x]
     assert len(one) == len(two) >= 2  # only rank 0 wrote: one line per evaluation, not two
-    import json
-
     for a, b in zip(one, two, strict=True):  # sharded validation reduces to the single-process figure
         assert json.loads(a)["val_loss"] == pytest.approx(json.loads(b)["val_loss"], abs=1e-5)
     assert "Step 1 " in double.stdout and double.stdout.count("Step 1 ") == 1  # rank 0 alone reports
 
 
 @pytest.mark.skipif(cpu_kind() == "fp32", reason="this CPU has no native bf16")
-def test_bf16_on_two_ranks_tracks_one_process(tmp_path, corpus):
+@pytest.mark.parametrize("kernel", ["fused", "charnn"])
+def test_bf16_on_two_ranks_tracks_one_process(tmp_path, corpus, kernel, monkeypatch):
+    monkeypatch.setenv("CHARNN_LSTM_KERNEL", kernel)
     common = ["--data", str(corpus), "--max-steps", "8", *FLAGS, "--precision", "bf16"]
     assert run_cli("train", "--out", "one", *common, cwd=tmp_path).returncode == 0
     double = torchrun("--out", "two", *common, cwd=tmp_path)
     assert double.returncode == 0, double.stderr[-2000:]
     step = "checkpoints/step-000000008"
     diff = max_diff(weights(tmp_path / "one" / step), weights(tmp_path / "two" / step))
-    print(f"bf16: 2 ranks x 4 vs 1 x 8, max weight difference after 8 steps {diff:.2e}")
+    print(f"bf16, {kernel} LSTM: 2 ranks x 4 vs 1 x 8, max weight difference after 8 steps {diff:.2e}")
     assert diff < 5e-3  # bf16 rounding of half-batch gradients, averaged in fp32
+    assert json.loads((tmp_path / "two" / step / "state.json").read_text())["recurrent_kernel"] == kernel
 
 
 def test_a_killed_two_rank_run_resumes_on_one_process(tmp_path, corpus):
