@@ -65,7 +65,9 @@ class LSTMLayer(torch.autograd.Function):
     (gates i, f, g, o). Returns the outputs (T, B, H) and the last state, all in the weights' dtype."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor, pool):
+    def forward(
+        ctx, x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor, pool: BufferPool
+    ):
         steps, batch, embed = x.shape
         hidden = w_hh.shape[1]
         x_flat = x.reshape(steps * batch, embed)
