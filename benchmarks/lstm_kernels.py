@@ -65,7 +65,7 @@ def gemm_rates(dtype: torch.dtype) -> dict:
     w = torch.randn(EMBED + HIDDEN, 4 * HIDDEN, dtype=dtype)
     dz, h = torch.randn(4 * HIDDEN, BATCH * SEQ, dtype=dtype), torch.randn(BATCH * SEQ, HIDDEN, dtype=dtype)
     step, w_hh = torch.randn(BATCH, HIDDEN, dtype=dtype), torch.randn(4 * HIDDEN, HIDDEN, dtype=dtype)
-    packed = cpu_lstm._packed_product(w_hh, BATCH)
+    packed = cpu_lstm.packed_product(w_hh, BATCH)
     gflop = 2 * BATCH * SEQ * 4 * HIDDEN / 1e9
     return {
         "gates_gflops": gflop * (EMBED + HIDDEN) / best_seconds(lambda: a @ w),
