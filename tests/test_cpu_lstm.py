@@ -99,3 +99,19 @@ def test_the_model_uses_this_layer_only_when_told_and_only_for_training():
     assert torch.equal(model.rnn(emb, state)[0], mine)
     with torch.no_grad():
         assert torch.equal(model.rnn(emb, state)[0], theirs)
+
+
+def test_buffers_reused_across_steps_give_what_fresh_ones_give():
+    x, state = inputs(4, 20, 8, 16, 2)
+    weights = [w.bfloat16() for w in random_lstm(2, 8, 16)]
+    pool = cpu_lstm.BufferPool()
+
+    def pooled(x, state, weights):
+        return cpu_lstm.lstm(x, state, weights, 0.0, True, pool)
+
+    fresh = outputs_and_grads(hand_written, x, state, weights, torch.bfloat16)
+    for _ in range(3):
+        reused = outputs_and_grads(pooled, x, state, weights, torch.bfloat16)
+        assert pool.free  # handed back after the backward, taken again by the next step
+        for a, b in zip([*fresh[0], *fresh[1]], [*reused[0], *reused[1]], strict=True):
+            assert torch.equal(a, b)
