@@ -49,6 +49,13 @@ def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 180, wait: 
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def why(proc: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun said: the ranks' own error lines (its summary hides them), then its tail."""
+    marks = ("terminate", "what()", "Error", "charnn:", "Abort", "Signal")
+    own = [line for line in proc.stderr.splitlines() if any(m in line for m in marks)]
+    return "\n".join(own[:40]) + "\n...\n" + proc.stderr[-1500:]
+
+
 def _free_port() -> int:
     import socket
 
@@ -71,7 +78,7 @@ def test_two_ranks_of_half_a_batch_equal_one_process(tmp_path, corpus, batching)
     single = run_cli("train", "--out", "one", *common, cwd=tmp_path)
     assert single.returncode == 0, single.stderr
     double = torchrun("--out", "two", *common, cwd=tmp_path)
-    assert double.returncode == 0, double.stderr[-2000:]
+    assert double.returncode == 0, why(double)
     step = "checkpoints/step-000000008"
     diff = max_diff(weights(tmp_path / "one" / step), weights(tmp_path / "two" / step))
     print(f"{batching}: 2 ranks x 4 vs 1 x 8, max weight difference after 8 steps {diff:.2e}")
@@ -91,7 +98,7 @@ def test_bf16_on_two_ranks_tracks_one_process(tmp_path, corpus, kernel, monkeypa
     common = ["--data", str(corpus), "--max-steps", "8", *FLAGS, "--precision", "bf16"]
     assert run_cli("train", "--out", "one", *common, cwd=tmp_path).returncode == 0
     double = torchrun("--out", "two", *common, cwd=tmp_path)
-    assert double.returncode == 0, double.stderr[-2000:]
+    assert double.returncode == 0, why(double)
     step = "checkpoints/step-000000008"
     diff = max_diff(weights(tmp_path / "one" / step), weights(tmp_path / "two" / step))
     print(f"bf16, {kernel} LSTM: 2 ranks x 4 vs 1 x 8, max weight difference after 8 steps {diff:.2e}")
@@ -158,7 +165,7 @@ def _children(pid: int) -> list[int]:
 
 def test_two_ranks_stop_together_on_a_time_budget_and_on_sigterm(tmp_path, corpus):
     result = torchrun("--out", "budget", "--data", str(corpus), "--time-budget", "2s", *FLAGS, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, why(result)
     assert "trained" in result.stderr and (tmp_path / "budget/model/model.safetensors").exists()
     proc = torchrun(
         "--out", "run", "--data", str(corpus), "--max-steps", "100000", *FLAGS, cwd=tmp_path, wait=False
