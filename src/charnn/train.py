@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -81,6 +82,10 @@ def train(
         run.unlock()
         distributed.finish(ranks, clean=False)
         raise
+    # DistributedDataParallel's reducer holds the process group and sits in reference cycles: left to the
+    # interpreter's exit, gloo's threads are torn down too late and the process aborts now and then.
+    trainer = None
+    gc.collect()
     run.unlock()
     distributed.finish(ranks, clean=True)
     return result
