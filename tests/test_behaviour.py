@@ -1,0 +1,26 @@
+"""What charnn prints and saves for seeded runs is exactly what it printed and saved when recorded.
+
+The records (tests/behaviour_records.json) hold, per kind of CPU and torch, the stdout of `charnn generate`
+and `charnn evaluate` and the weights' sha256 and losses of two small training runs; see behaviour_cases.py.
+"""
+
+import json
+
+import pytest
+
+from behaviour_cases import RECORDS, outputs, platform_key
+
+
+def test_seeded_outputs_are_unchanged(tmp_path):
+    records = json.loads(RECORDS.read_text())
+    key = platform_key()
+    if key not in records:
+        pytest.skip(f"no behaviour record for {key}; recorded kinds: {', '.join(sorted(records))}")
+    expected = records[key]
+    got = outputs(tmp_path)
+    for run in expected:
+        for part in ("weights_sha256", "weight_checks", "metrics"):
+            assert got[run][part] == expected[run][part], (run, part)
+        for command in ("generate", "evaluate"):
+            for args, text in expected[run][command].items():
+                assert got[run][command][args] == text, (run, command, args)
