@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import charnn  # noqa: E402
-from charnn.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
 from charnn.device import describe_cpu  # noqa: E402
+from charnn.store.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
 
 
 def main() -> None:

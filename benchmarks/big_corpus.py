@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from charnn.bench import watch_memory  # noqa: E402
-from charnn.data import SHAKESPEARE, load_corpus  # noqa: E402
 from charnn.device import describe_cpu  # noqa: E402
+from charnn.text.corpus import SHAKESPEARE, load_corpus  # noqa: E402
 
 
 def write_corpus(path: Path, size: int) -> None:

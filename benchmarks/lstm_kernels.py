@@ -32,8 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from charnn import cpu_lstm  # noqa: E402
 from charnn.device import describe_cpu  # noqa: E402
+from charnn.nn import cpu_lstm  # noqa: E402
 
 BATCH, SEQ, EMBED, HIDDEN = 64, 100, 256, 1024
 BF16 = torch.bfloat16

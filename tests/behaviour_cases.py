@@ -77,7 +77,9 @@ def outputs(folder: Path) -> dict:
             "weight_checks": config["inference"],
             "metrics": [{k: m[k] for k in METRIC_KEYS if k in m} for m in metrics],
             "generate": {" ".join(args): _cli("generate", name, *args, cwd=folder) for args in GENERATE},
-            "evaluate": {" ".join(args): _cli("evaluate", name, *args, cwd=folder) for args in EVALUATE[name]},
+            "evaluate": {
+                " ".join(args): _cli("evaluate", name, *args, cwd=folder) for args in EVALUATE[name]
+            },
         }
     return result
 

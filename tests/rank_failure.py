@@ -3,17 +3,17 @@
 import os
 import sys
 
-import charnn.trainer
+import charnn.training.loop
 from charnn.cli import main
 
 if os.environ.get("RANK") == "1":
-    original = charnn.trainer.Trainer._train_step
+    original = charnn.training.loop.Trainer._train_step
 
     def failing_step(self, x, y):
         if self.step == 3:
             raise RuntimeError("rank 1 fails on purpose")
         return original(self, x, y)
 
-    charnn.trainer.Trainer._train_step = failing_step
+    charnn.training.loop.Trainer._train_step = failing_step
 
 sys.exit(main(sys.argv[1:]))

@@ -15,7 +15,7 @@ from charnn.bench import (
 )
 from charnn.config import ModelConfig
 from charnn.device import describe_cpu
-from charnn.model import CharRNN
+from charnn.nn.model import CharRNN
 
 TOY = ModelConfig(vocab_size=65, hidden=32, embedding=16)
 

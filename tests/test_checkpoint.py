@@ -4,7 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn.checkpoint import (
+from charnn.config import ModelConfig
+from charnn.errors import ModelFileError
+from charnn.nn.model import CharRNN
+from charnn.store.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
     load_model,
@@ -13,10 +16,7 @@ from charnn.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from charnn.config import ModelConfig
-from charnn.errors import ModelFileError
-from charnn.model import CharRNN
-from charnn.vocab import Vocab
+from charnn.text.vocab import Vocab
 
 VOCAB = Vocab.from_text("abcdefgh\n ")
 

@@ -5,18 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import charnn.data
-import charnn.textfiles
-from charnn.data import load_corpus
+import charnn.text.corpus
+import charnn.text.files
 from charnn.errors import DataError
-from charnn.vocab import Vocab
+from charnn.text.corpus import load_corpus
+from charnn.text.vocab import Vocab
 
 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
     """Force the cache path for any file and read in 7-byte chunks, so chunk edges fall everywhere."""
-    monkeypatch.setattr(charnn.data, "BIG_CORPUS_BYTES", 0)
-    monkeypatch.setattr(charnn.textfiles, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(charnn.text.corpus, "BIG_CORPUS_BYTES", 0)
+    monkeypatch.setattr(charnn.text.files, "CHUNK_BYTES", 7)
 
 
 def test_cached_corpus_equals_the_in_memory_one(tmp_path, monkeypatch):
@@ -24,8 +24,8 @@ def test_cached_corpus_equals_the_in_memory_one(tmp_path, monkeypatch):
     path = tmp_path / "t.txt"
     path.write_bytes(text.encode("utf-8"))
     small = load_corpus(str(path))
-    monkeypatch.setattr(charnn.data, "BIG_CORPUS_BYTES", 0)
-    monkeypatch.setattr(charnn.textfiles, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(charnn.text.corpus, "BIG_CORPUS_BYTES", 0)
+    monkeypatch.setattr(charnn.text.files, "CHUNK_BYTES", 7)
     big = load_corpus(str(path))
     assert isinstance(big.ids, np.memmap)
     assert big.vocab == small.vocab and big.sha256 == small.sha256
@@ -64,7 +64,7 @@ def test_invalid_utf8_deep_in_a_big_file_names_its_offset(tmp_path, tiny_chunks)
 
 
 def test_nul_deep_in_a_big_file_is_refused(tmp_path, tiny_chunks, monkeypatch):
-    monkeypatch.setattr(charnn.textfiles, "_SNIFF_BYTES", 16)  # the NUL lies past the first look
+    monkeypatch.setattr(charnn.text.files, "_SNIFF_BYTES", 16)  # the NUL lies past the first look
     path = tmp_path / "t.txt"
     path.write_bytes(b"plain text " * 5 + b"\x00" + b"more")
     with pytest.raises(DataError, match="NUL byte at byte 55"):

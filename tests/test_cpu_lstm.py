@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from charnn import cpu_lstm
 from charnn.config import ModelConfig
-from charnn.model import CharRNN
+from charnn.nn import cpu_lstm
+from charnn.nn.model import CharRNN
 
 
 def random_lstm(layers: int, embed: int, hidden: int) -> list[torch.Tensor]:

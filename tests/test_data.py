@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.data import (
+from charnn.errors import DataError
+from charnn.text.corpus import (
     SHAKESPEARE_SHA256,
     RandomBatches,
     StreamBatches,
@@ -12,8 +13,7 @@ from charnn.data import (
     load_corpus,
     split,
 )
-from charnn.errors import DataError
-from charnn.textfiles import looks_binary
+from charnn.text.files import looks_binary
 
 
 def test_builtin_shakespeare_is_the_tutorial_corpus():

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from charnn.device import cpu_kind
-from charnn.distributed import Ranks
 from charnn.errors import ConfigError
+from charnn.training.distributed import Ranks
 from conftest import TINY_FLAGS, run_cli
 
 FLAGS = [*TINY_FLAGS, "--batch-size", "8", "--log-every", "1", "--eval-every", "4"]

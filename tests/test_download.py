@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from charnn.data import load_corpus
-from charnn.download import download_path, fetch
 from charnn.errors import DataError
+from charnn.text.corpus import load_corpus
+from charnn.text.download import download_path, fetch
 from conftest import assert_clean_error, run_cli
 
 

@@ -7,18 +7,18 @@ import pytest
 import torch
 
 import charnn
-import charnn.inference
+import charnn.nn.stepper
 from charnn.config import ModelConfig, TrainConfig
-from charnn.data import load_corpus
 from charnn.errors import ConfigError
-from charnn.inference import StepModel, choose_weights
-from charnn.loss import loss_carried
-from charnn.model import CharRNN
-from charnn.progress import Reporter
-from charnn.rundir import RunDir
+from charnn.evaluation import loss_carried
+from charnn.nn.model import CharRNN
+from charnn.nn.stepper import StepModel, choose_weights
 from charnn.sampling import SamplingConfig, sample
-from charnn.trainer import Trainer
-from charnn.vocab import Vocab
+from charnn.store.rundir import RunDir
+from charnn.text.corpus import load_corpus
+from charnn.text.vocab import Vocab
+from charnn.training.loop import Trainer
+from charnn.training.progress import Reporter
 
 
 def random_model(cell: str, layers: int) -> CharRNN:
@@ -83,13 +83,13 @@ def test_training_records_the_weight_checks(trained_run):
 def test_choose_weights(monkeypatch):
     cpu = torch.device("cpu")
     good = {"fp32": 1.50, "bf16": 1.501, "int8": 1.505}
-    monkeypatch.setattr(charnn.inference, "cpu_kind", lambda: "avx512_bf16")
+    monkeypatch.setattr(charnn.nn.stepper, "cpu_kind", lambda: "avx512_bf16")
     assert choose_weights("auto", good, 1, cpu) == "int8"
     assert choose_weights("auto", good, 64, cpu) == "bf16"
     assert choose_weights("auto", {**good, "int8": 1.52}, 1, cpu) == "bf16"  # int8 costs 0.02 nats: not used
     assert choose_weights("auto", {}, 1, cpu) == "fp32"  # never checked: the safe choice
     assert choose_weights("fp32", good, 1, cpu) == "fp32"
-    monkeypatch.setattr(charnn.inference, "cpu_kind", lambda: "fp32")  # AVX2 only: no bf16, int8 at batch 1
+    monkeypatch.setattr(charnn.nn.stepper, "cpu_kind", lambda: "fp32")  # AVX2 only: no bf16, int8 at batch 1
     assert choose_weights("auto", good, 1, cpu) == "int8"
     assert choose_weights("auto", good, 64, cpu) == "fp32"
     with pytest.raises(ConfigError, match="no native bf16"):

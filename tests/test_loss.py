@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import charnn
-from charnn.data import load_corpus, split
 from charnn.errors import DataError
-from charnn.loss import LossReport, loss_carried, loss_windows
+from charnn.evaluation import LossReport, loss_carried, loss_windows
+from charnn.text.corpus import load_corpus, split
 
 
 def reference_carried(model, ids) -> float:

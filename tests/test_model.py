@@ -3,7 +3,7 @@ import torch
 
 from charnn.config import ModelConfig
 from charnn.errors import ConfigError
-from charnn.model import CharRNN, count_parameters, parameter_shapes
+from charnn.nn.model import CharRNN, count_parameters, parameter_shapes
 
 
 def test_default_model_has_the_tutorials_parameter_count():

@@ -14,13 +14,13 @@ import torch
 from safetensors.torch import load_file
 
 import charnn
-from charnn.checkpoint import load_checkpoint, load_model
 from charnn.config import ModelConfig, TrainConfig
-from charnn.data import load_corpus
 from charnn.errors import ModelFileError, TrainingError
-from charnn.progress import Reporter
-from charnn.rundir import RunDir
-from charnn.trainer import Trainer
+from charnn.store.checkpoint import load_checkpoint, load_model
+from charnn.store.rundir import RunDir
+from charnn.text.corpus import load_corpus
+from charnn.training.loop import Trainer
+from charnn.training.progress import Reporter
 from conftest import TINY, TINY_FLAGS, assert_clean_error, run_cli
 
 

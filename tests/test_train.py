@@ -9,7 +9,7 @@ import charnn
 from charnn.config import TrainConfig, parse_duration, resolve_settings
 from charnn.device import cpu_kind
 from charnn.errors import ConfigError, DataError, RunDirError
-from charnn.train import lr_at
+from charnn.training.run import lr_at
 from conftest import TINY
 
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from charnn.errors import ConfigError, ModelFileError
-from charnn.vocab import Vocab
+from charnn.text.vocab import Vocab
 
 
 @given(st.text(min_size=1))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from charnn.train import TrainResult, train
+from charnn.training.run import TrainResult, train
 
 __version__ = "0.1.0"
 
@@ -26,10 +26,10 @@ _EXPORTS = {
     "TrainConfig": "charnn.config",
     "PRESETS": "charnn.config",
     "SamplingConfig": "charnn.sampling",
-    "LoadedModel": "charnn.checkpoint",
-    "CharRNN": "charnn.model",
-    "Vocab": "charnn.vocab",
-    "LossReport": "charnn.loss",
+    "LoadedModel": "charnn.store.checkpoint",
+    "CharRNN": "charnn.nn.model",
+    "Vocab": "charnn.text.vocab",
+    "LossReport": "charnn.evaluation",
     "CharnnError": "charnn.errors",
 }
 
@@ -53,13 +53,13 @@ __all__ = [
 
 if TYPE_CHECKING:
     from charnn.api import evaluate, generate, load
-    from charnn.checkpoint import LoadedModel
     from charnn.config import PRESETS, ModelConfig, TrainConfig
     from charnn.errors import CharnnError
-    from charnn.loss import LossReport
-    from charnn.model import CharRNN
+    from charnn.evaluation import LossReport
+    from charnn.nn.model import CharRNN
     from charnn.sampling import SamplingConfig
-    from charnn.vocab import Vocab
+    from charnn.store.checkpoint import LoadedModel
+    from charnn.text.vocab import Vocab
 
 
 def __getattr__(name: str) -> object:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from charnn.checkpoint import LoadedModel, load_model
-from charnn.data import SHAKESPEARE, is_url, load_corpus, split
 from charnn.device import resolve_device
 from charnn.errors import ConfigError, DataError
-from charnn.inference import WEIGHT_FORMATS, StepModel, choose_weights
-from charnn.loss import EVAL_WINDOW, loss_carried, loss_windows
+from charnn.evaluation import EVAL_WINDOW, loss_carried, loss_windows
+from charnn.nn.stepper import WEIGHT_FORMATS, StepModel, choose_weights
 from charnn.sampling import SamplingConfig, clean_start, sample, start_ids
+from charnn.store.checkpoint import LoadedModel, load_model
+from charnn.text.corpus import SHAKESPEARE, is_url, load_corpus, split
 
 SPLITS = ("val", "train", "all")
 

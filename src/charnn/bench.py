@@ -19,17 +19,17 @@ from pathlib import Path
 
 import torch
 
-from charnn.checkpoint import save_model
 from charnn.config import ModelConfig, TrainConfig
-from charnn.data import Corpus, load_corpus
 from charnn.device import cpu_kind, describe_cpu
-from charnn.inference import StepModel
-from charnn.loss import loss_carried
-from charnn.model import CharRNN
-from charnn.progress import Reporter
-from charnn.rundir import RunDir
+from charnn.evaluation import loss_carried
+from charnn.nn.model import CharRNN
+from charnn.nn.stepper import StepModel
 from charnn.sampling import SamplingConfig, sample
-from charnn.trainer import Trainer
+from charnn.store.checkpoint import save_model
+from charnn.store.rundir import RunDir
+from charnn.text.corpus import Corpus, load_corpus
+from charnn.training.loop import Trainer
+from charnn.training.progress import Reporter
 
 SEED = ModelConfig(vocab_size=65)
 BATCH, SEQ = 64, 100

@@ -245,7 +245,7 @@ _TRAIN_SETTINGS = sorted(MODEL_FIELDS | TRAIN_FIELDS)
 def _train(args: argparse.Namespace) -> int:
     import datetime
 
-    from charnn.train import train
+    from charnn.training.run import train
 
     out = args.out or f"runs/{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS}

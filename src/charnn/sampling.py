@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from charnn.errors import ConfigError
-from charnn.inference import StepModel
-from charnn.model import CharRNN
-from charnn.vocab import Vocab
+from charnn.nn.model import CharRNN
+from charnn.nn.stepper import StepModel
+from charnn.text.vocab import Vocab
 
 MAX_LENGTH = 1_000_000
 MAX_SAMPLES = 1024

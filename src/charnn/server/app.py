@@ -21,9 +21,9 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from charnn.api import describe, stream
-from charnn.checkpoint import LoadedModel
 from charnn.errors import CharnnError
 from charnn.sampling import SamplingConfig
+from charnn.store.checkpoint import LoadedModel
 
 STATIC = Path(str(resources.files("charnn").joinpath("server/static")))
 

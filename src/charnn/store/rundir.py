@@ -12,9 +12,9 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from charnn.checkpoint import CHECKPOINTS_DIR, MODEL_DIR, list_checkpoints, read_json
 from charnn.errors import RunDirError
 from charnn.fileio import atomic_write, write_json
+from charnn.store.checkpoint import CHECKPOINTS_DIR, MODEL_DIR, list_checkpoints, read_json
 
 ARGS_FILE = "train_args.json"
 METRICS_FILE = "metrics.jsonl"

@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from charnn.model import CharRNN
+from charnn.nn.model import CharRNN
 
 
 class LowPrecisionCopy:

@@ -48,13 +48,13 @@ def train(
 ) -> TrainResult:
     """Train a model into run folder `out`; `settings` are any ModelConfig/TrainConfig field names."""
     # Imported here so that `import charnn` stays light (torch loads on first use).
-    from charnn import distributed
-    from charnn.checkpoint import load_checkpoint
-    from charnn.data import canonical_source, load_corpus
     from charnn.device import resolve_device
-    from charnn.progress import Reporter
-    from charnn.rundir import RunDir
-    from charnn.trainer import Trainer
+    from charnn.store.checkpoint import load_checkpoint
+    from charnn.store.rundir import RunDir
+    from charnn.text.corpus import canonical_source, load_corpus
+    from charnn.training import distributed
+    from charnn.training.loop import Trainer
+    from charnn.training.progress import Reporter
 
     ranks = distributed.ranks_from_env()
     main = ranks.is_main

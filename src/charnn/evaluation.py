@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from charnn.errors import DataError
-from charnn.model import CharRNN, State
+from charnn.nn.model import CharRNN, State
 
 EVAL_WINDOW = 100
 _CHUNK = 256

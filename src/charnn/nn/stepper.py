@@ -17,8 +17,8 @@ from torch import Tensor
 
 from charnn.device import cpu_kind
 from charnn.errors import ConfigError
-from charnn.loss import loss_carried
-from charnn.model import CELLS, CharRNN, State
+from charnn.evaluation import loss_carried
+from charnn.nn.model import CELLS, CharRNN, State
 
 WEIGHT_FORMATS = ("fp32", "bf16", "int8")
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from charnn.errors import CharnnError, ModelFileError
 from charnn.fileio import write_folder, write_json
-from charnn.model import CharRNN, ModelConfig, parameter_shapes
-from charnn.vocab import Vocab
+from charnn.nn.model import CharRNN, ModelConfig, parameter_shapes
+from charnn.text.vocab import Vocab
 
 FORMAT_VERSION = 1
 MODEL_DIR = "model"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 if TYPE_CHECKING:
-    from charnn.loss import LossReport
+    from charnn.evaluation import LossReport
 
 
 class Reporter:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from charnn.corpus_cache import cache_root
 from charnn.errors import DataError
 from charnn.fileio import atomic_write, fsync_dir
+from charnn.text.cache import cache_root
 
 TIMEOUT_S = 60
 _BLOCK = 1 << 16

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from charnn.errors import ConfigError, DataError
-from charnn.textfiles import check_text_file, iter_text, list_text_files
-from charnn.vocab import Vocab
+from charnn.text.files import check_text_file, iter_text, list_text_files
+from charnn.text.vocab import Vocab
 
 SHAKESPEARE = "shakespeare"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -41,7 +41,7 @@ def load_corpus(source: str = SHAKESPEARE, encoding: str = "utf-8", vocab: Vocab
     else:
         name, files, skipped, folder = _find_files(source, encoding)
         if sum(p.stat().st_size for p in files) > BIG_CORPUS_BYTES:
-            from charnn.corpus_cache import encoded_corpus
+            from charnn.text.cache import encoded_corpus
 
             ids, own, digest = encoded_corpus(files, encoding, folder)
             ids = ids if vocab is None or own == vocab else _recode(ids, own, vocab, name)
@@ -84,7 +84,7 @@ def _recode(ids: np.ndarray, own: Vocab, vocab: Vocab, name: str) -> np.ndarray:
 def _find_files(source: str, encoding: str) -> tuple[str, list[Path], list[Path], bool]:
     """Display name, files to read, files skipped as binary, and whether the source is a folder."""
     if is_url(source):
-        from charnn.download import fetch
+        from charnn.text.download import fetch
 
         path = fetch(source)
         check_text_file(path, encoding)

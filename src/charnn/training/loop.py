@@ -16,8 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charnn import cpu_lstm, distributed, rng
-from charnn.checkpoint import (
+from charnn.config import ModelConfig, TrainConfig
+from charnn.device import resolve_device, resolve_precision
+from charnn.errors import CharnnError, ConfigError, DataError, ModelFileError, TrainingError
+from charnn.evaluation import LossReport, loss_carried
+from charnn.nn import cpu_lstm
+from charnn.nn.model import CharRNN, check_fits_in_memory
+from charnn.nn.stepper import weight_checks
+from charnn.store.checkpoint import (
     Checkpoint,
     load_model,
     load_weights,
@@ -25,20 +31,15 @@ from charnn.checkpoint import (
     save_model,
     update_model_info,
 )
-from charnn.config import ModelConfig, TrainConfig
-from charnn.data import Corpus, RandomBatches, StreamBatches, WindowBatches, split
-from charnn.device import resolve_device, resolve_precision
-from charnn.distributed import Ranks
-from charnn.errors import CharnnError, ConfigError, DataError, ModelFileError, TrainingError
-from charnn.inference import weight_checks
-from charnn.loss import LossReport, loss_carried
-from charnn.mixed_precision import LowPrecisionCopy
-from charnn.model import CharRNN, check_fits_in_memory
-from charnn.plot import matplotlib_available, plot_losses
-from charnn.progress import Reporter
-from charnn.rundir import RunDir
-from charnn.signals import StopSignals
-from charnn.train import TrainResult, lr_at
+from charnn.store.rundir import RunDir
+from charnn.text.corpus import Corpus, RandomBatches, StreamBatches, WindowBatches, split
+from charnn.training import distributed, rng
+from charnn.training.distributed import Ranks
+from charnn.training.mixed_precision import LowPrecisionCopy
+from charnn.training.plot import matplotlib_available, plot_losses
+from charnn.training.progress import Reporter
+from charnn.training.run import TrainResult, lr_at
+from charnn.training.signals import StopSignals
 
 _THROUGHPUT_PROBE_STEPS = 10
 _KERNEL_MARGIN = 1.05  # charnn's CPU LSTM layer is used only where measured this much faster (timing noise)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from charnn import cpu_lstm
 from charnn.config import ModelConfig
 from charnn.device import memory_bytes
 from charnn.errors import ConfigError
+from charnn.nn import cpu_lstm
 
 State = tuple[Tensor, ...]
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from charnn.errors import DataError
 from charnn.fileio import atomic_stream, atomic_write, write_error
-from charnn.textfiles import iter_text
-from charnn.vocab import Vocab
+from charnn.text.files import iter_text
+from charnn.text.vocab import Vocab
 
 CACHE_VERSION = 1
 

@@ -1,0 +1,1 @@
+"""The model and its fast layers: the recurrent network, the CPU LSTM layer and the one-char stepper."""
