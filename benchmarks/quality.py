@@ -52,7 +52,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         report = charnn.evaluate(run)
         sample = charnn.generate(run, "ROMEO: ", 300, seed=1)
-        kernel = json.loads((run / "model" / "config.json").read_text())["training"]["recurrent_kernel"]
+        kernel = json.loads((run / "model" / "config.json").read_text())["training"]["lstm_kernel"]
     out = {
         "preset": args.preset,
         "overrides": settings,
@@ -62,7 +62,7 @@ def main() -> None:
         "chars_seen": result.chars_seen,
         "train_time_s": round(result.elapsed_s, 1),
         "wall_time_s": round(wall, 1),
-        "recurrent_kernel": kernel,
+        "lstm_kernel": kernel,
         "train_loss": round(result.train_loss, 4),
         "val_carried": round(report["carried"]["nats_per_char"], 4),
         "val_windows": round(report["windows"]["nats_per_char"], 4),

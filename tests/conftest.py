@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    import httpx
 
 # One thread per test process: the tiny models gain nothing from more, and two test workers on two cores
 # must not oversubscribe them (OpenMP threads spinning against each other slow everything down).
@@ -64,6 +71,17 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "run"
 
 
+class FakeClock:
+    """A clock for time budgets: each reading is `tick` seconds after the one before."""
+
+    def __init__(self, tick: float):
+        self.tick, self.now = tick, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
 def run_cli(
     *args: str,
     cwd: Path | None = None,
@@ -106,3 +124,25 @@ def model_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "corpus.txt").write_text(PARAGRAPH * 60, encoding="utf-8")
     charnn.train(root / "run", data=str(root / "corpus.txt"), max_steps=5, quiet=True, **TINY)
     return root / "run"
+
+
+def wait_until(condition, timeout: float = 20.0):
+    """The first true value of `condition()`, polled every 50 ms; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+    return value
+
+
+def events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
+    """(event, data) pairs of a Server-Sent Events response, as they arrive."""
+    kind, data = "message", None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+        elif line == "" and data is not None:
+            yield kind, data
+            kind, data = "message", None

@@ -5,7 +5,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -171,8 +170,6 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     saved = sorted((tmp_path / "run/checkpoints").iterdir())
     step = int(saved[-1].name[5:])
     assert step >= 5
-    started = time.time()
     result = run_cli("train", "--out", "run", "--resume", "--max-steps", str(step + 5), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"trained {step + 5} steps" in result.stderr
-    assert time.time() - started < 60

@@ -32,7 +32,7 @@ def test_usage_errors(args, needle):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["train", "--hidden", "0"], "hidden must be a positive integer"),
+        (["train", "--hidden", "0"], "--hidden must be at least 1, got 0"),
         (["train", "--lr", "1e38"], "--lr must be in (0, 10]"),
         (["train", "--val-fraction", "1"], "--val-fraction must be in [0, 1)"),
         (["train", "--seq-len", "0"], "--seq-len must be at least 1"),

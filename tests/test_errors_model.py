@@ -50,7 +50,7 @@ def test_paths_that_are_not_models(tmp_path):
         (lambda m: (m / "config.json").write_text("{not json"), ["config.json", "cannot be read as JSON"]),
         (lambda m: (m / "config.json").write_text("[1, 2]"), ["config.json", "expected a JSON object"]),
         (lambda m: edit_config(m, lambda c: c["model"].update(heads=4)), ["unknown model settings: heads"]),
-        (lambda m: edit_config(m, lambda c: c["model"].update(hidden="big")), ["hidden", "positive integer"]),
+        (lambda m: edit_config(m, lambda c: c["model"].update(hidden="big")), ["hidden must be an integer"]),
         (lambda m: edit_config(m, lambda c: c.update(format_version=99)), ["newer charnn", "upgrade"]),
         (lambda m: edit_config(m, lambda c: c.pop("weights_sha256")), ["no weights_sha256", "--no-verify"]),
         (lambda m: (m / "vocab.json").unlink(), ["vocab.json", "cannot be read"]),

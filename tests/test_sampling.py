@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import charnn
+from charnn.config import SamplingConfig
 from charnn.errors import CharnnError, ConfigError
-from charnn.sampling import SamplingConfig, filter_logits, pick
+from charnn.sampling import filter_logits, pick
 
 
 @pytest.mark.parametrize(
@@ -27,8 +28,11 @@ def test_bad_sampling_settings_are_refused(bad):
         SamplingConfig(**bad)
 
 
-def test_greedy_ignores_temperature():
-    SamplingConfig(temperature=0, greedy=True)
+def test_greedy_ignores_temperature(trained_run):
+    assert SamplingConfig(temperature=0, greedy=True).greedy
+    cold = charnn.generate(trained_run, "All", 60, greedy=True, temperature=0)
+    assert cold == charnn.generate(trained_run, "All", 60, greedy=True, temperature=5.0)
+    assert cold == charnn.generate(trained_run, "All", 60, temperature=1e-6, seed=1)  # greedy is the limit
 
 
 def test_top_k_keeps_exactly_the_k_largest():
@@ -82,3 +86,4 @@ def test_unknown_start_characters_are_named_or_skipped(trained_run):
 def test_empty_start_begins_a_line(trained_run):
     text = charnn.generate(trained_run, "", 30, seed=1)
     assert len(text) == 30
+    assert "\n" + text == charnn.generate(trained_run, "\n", 30, seed=1)  # a newline is fed, not printed

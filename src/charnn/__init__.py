@@ -5,8 +5,7 @@
     print(charnn.generate("runs/demo", start="ROMEO: ", length=300, seed=1))
     print(charnn.evaluate("runs/demo")["nats_per_char"])
 
-Heavy modules (torch) load on first use, so `charnn --help` stays fast. `train` is imported
-eagerly because it shares its name with its module.
+Heavy modules (torch) load on first use, so `charnn --help` stays fast.
 """
 
 from __future__ import annotations
@@ -14,19 +13,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from charnn.training.run import TrainResult, train
-
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "train": "charnn.training.run",
+    "TrainResult": "charnn.training.loop",
     "load": "charnn.api",
     "generate": "charnn.api",
     "evaluate": "charnn.api",
     "ModelConfig": "charnn.config",
     "TrainConfig": "charnn.config",
-    "PRESETS": "charnn.config",
-    "SamplingConfig": "charnn.sampling",
-    "LoadedModel": "charnn.store.checkpoint",
+    "PRESETS": "charnn.presets",
+    "SamplingConfig": "charnn.config",
+    "LoadedModel": "charnn.store.model_dir",
     "CharRNN": "charnn.nn.model",
     "Vocab": "charnn.text.vocab",
     "LossReport": "charnn.evaluation",
@@ -53,13 +52,15 @@ __all__ = [
 
 if TYPE_CHECKING:
     from charnn.api import evaluate, generate, load
-    from charnn.config import PRESETS, ModelConfig, TrainConfig
+    from charnn.config import ModelConfig, SamplingConfig, TrainConfig
     from charnn.errors import CharnnError
     from charnn.evaluation import LossReport
     from charnn.nn.model import CharRNN
-    from charnn.sampling import SamplingConfig
-    from charnn.store.checkpoint import LoadedModel
+    from charnn.presets import PRESETS
+    from charnn.store.model_dir import LoadedModel
     from charnn.text.vocab import Vocab
+    from charnn.training.loop import TrainResult
+    from charnn.training.run import train
 
 
 def __getattr__(name: str) -> object:

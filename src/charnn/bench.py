@@ -19,17 +19,16 @@ from pathlib import Path
 
 import torch
 
-from charnn.config import ModelConfig, TrainConfig
+from charnn.config import ModelConfig, SamplingConfig, TrainConfig
 from charnn.device import cpu_kind, describe_cpu
 from charnn.evaluation import loss_carried
 from charnn.nn.model import CharRNN
 from charnn.nn.stepper import StepModel
-from charnn.sampling import SamplingConfig, sample
-from charnn.store.checkpoint import save_model
-from charnn.store.rundir import RunDir
-from charnn.text.corpus import Corpus, load_corpus
-from charnn.training.loop import Trainer
-from charnn.training.progress import Reporter
+from charnn.sampling import sample
+from charnn.store.model_dir import save_model
+from charnn.text.batches import WindowBatches
+from charnn.text.corpus import Corpus, load_corpus, split
+from charnn.training.step import TrainStep
 
 SEED = ModelConfig(vocab_size=65)
 BATCH, SEQ = 64, 100
@@ -81,24 +80,27 @@ def _shakespeare() -> Corpus:
     return load_corpus("shakespeare")
 
 
-def _trainer(precision: str, model: ModelConfig = SEED, batch: int = BATCH, steps: int = 10**6) -> Trainer:
-    cfg = TrainConfig(precision=precision, batch_size=batch, seq_len=SEQ, max_steps=steps)
-    trainer = Trainer(RunDir("unused"), model, cfg, _shakespeare(), "seed", Reporter(quiet=True))
-    trainer.choose_recurrent_kernel()  # as `charnn train` does before its first step
-    return trainer
+def _training(
+    precision: str, model: ModelConfig = SEED, batch: int = BATCH
+) -> tuple[TrainStep, WindowBatches]:
+    """A TrainStep of the tutorial's settings (LSTM kernel chosen as `charnn train` does) and its batches."""
+    cfg = TrainConfig(precision=precision, batch_size=batch, seq_len=SEQ)
+    step = TrainStep(model, cfg, torch.device("cpu"))
+    step.choose_lstm_kernel(cfg.lstm_kernel, SEQ)
+    train_ids, _ = split(_shakespeare().ids, cfg.val_fraction)
+    return step, WindowBatches(train_ids, SEQ, batch, cfg.seed)
 
 
 def train_speed(
     precision: str, steps: int, warmup: int = 2, model: ModelConfig = SEED, batch: int = BATCH
 ) -> dict:
     """Median seconds per training step (after warm-up) and the chars per second that gives."""
-    trainer = _trainer(precision, model, batch)
+    step, batches = _training(precision, model, batch)
     times = []
     for i in range(warmup + steps):
-        x, y = trainer.batches.batch(0, i % trainer.steps_per_epoch)
+        x, y = batches.batch(0, i % batches.steps_per_epoch)
         start = time.perf_counter()
-        trainer._train_step(x, y)
-        trainer.step += 1
+        step(x, y, step.cfg.lr)
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times[warmup:])
     flops = lstm_step_flops(model.hidden, model.embedding, model.vocab_size, batch, SEQ)
@@ -106,7 +108,7 @@ def train_speed(
         "step_s": step_s,
         "chars_per_s": batch * SEQ / step_s,
         "gflops": flops / step_s / 1e9,
-        "kernel": trainer.recurrent_kernel,
+        "kernel": step.lstm_kernel,
     }
 
 
@@ -114,11 +116,11 @@ def bf16_learns_like_fp32(steps: int) -> dict:
     """Validation loss after the same `steps` steps from the same start in fp32 and in bf16."""
     losses = {}
     for precision in PRECISIONS:
-        trainer = _trainer(precision)
+        step, batches = _training(precision)
         for i in range(steps):
-            trainer._train_step(*trainer.batches.batch(0, i))
-            trainer.step += 1
-        losses[precision] = loss_carried(trainer.model, trainer.val_ids).nats
+            step(*batches.batch(0, i), step.cfg.lr)
+        val_ids = split(_shakespeare().ids, step.cfg.val_fraction)[1]
+        losses[precision] = loss_carried(step.model, val_ids).nats
     if "bf16" in losses:
         losses["relative_difference"] = abs(losses["bf16"] - losses["fp32"]) / losses["fp32"]
     return {"steps": steps, **losses}
@@ -127,8 +129,8 @@ def bf16_learns_like_fp32(steps: int) -> dict:
 def generation_speed(model: CharRNN, weights: str, length: int, samples: int = 1) -> float:
     """Characters per second (all samples together) generating `length` chars at temperature 1."""
     vocab = _shakespeare().vocab
-    cfg = SamplingConfig(length=length, num_samples=samples, seed=0)
-    chars = sample(model, vocab, "ROMEO: ", cfg, weights)
+    cfg = SamplingConfig(start="ROMEO: ", length=length, num_samples=samples, seed=0)
+    chars = sample(model, vocab, cfg, weights)
     next(chars)  # the start string and the first pick: not part of the steady rate
     start = time.perf_counter()
     count = sum(1 for _ in chars)

@@ -1,229 +1,223 @@
-"""Settings: the model's shape, how to train, and the named presets. Plain dataclasses, JSON-ready."""
+"""Every setting of charnn, declared once: name, default, type, check, one-line help, commands taking it.
+
+A setting is a field of one of the frozen dataclasses below, declared with `setting(...)`. The command line's
+flags (cli.py), the Python API's keywords (api.py, training/run.py), the HTTP API's request fields
+(server/app.py) and the flag tables of docs/cli.md are built from these declarations or tested against them.
+The environment variables charnn reads are read here and nowhere else.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import re
-from dataclasses import asdict, dataclass, fields
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
 
 from charnn.errors import ConfigError
 
-CELL_NAMES = ("lstm", "gru", "rnn")
-MAX_LR = 10.0
+CELLS = ("lstm", "gru", "rnn")
 BATCHINGS = ("windows", "stream", "random")
+SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+COMPUTE_DTYPES = ("auto", "fp32", "bf16", "fp16")
+WEIGHT_FORMATS = ("fp32", "bf16", "int8")
+LSTM_KERNELS = ("auto", "pytorch", "charnn-bf16")
+SPLITS = ("val", "train", "all")
+MAX_LR = 10.0
+MAX_LENGTH = 1_000_000
+MAX_SAMPLES = 1024
+MAX_TOTAL_CHARS = 10_000_000
+
+# The environment variables charnn reads, and what each one does.
+ENVIRONMENT = {
+    "CHARNN_CACHE_DIR": "where encoded big corpora and downloads are kept (default: the user cache folder)",
+    "CHARNN_LSTM_KERNEL": "the default of train --lstm-kernel",
+    "CHARNN_DIST_TIMEOUT": "the default of train --dist-timeout, in seconds",
+    "CHARNN_DEBUG": "set to 1 to see the traceback of an internal error",
+}
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model's shape; the defaults are the tutorial's model."""
+class Setting:
+    """How one setting is checked and shown; its name, default and type are those of its dataclass field."""
 
-    vocab_size: int = 65
-    cell: str = "lstm"
-    embedding: int = 256
-    hidden: int = 1024
-    layers: int = 1
-    dropout: float = 0.0
-    io_dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELL_NAMES:
-            raise ConfigError(f"--cell must be one of {', '.join(CELL_NAMES)}, got {self.cell!r}")
-        for name in ("vocab_size", "embedding", "hidden", "layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model setting {name} must be a positive integer, got {value!r}")
-        for name in ("dropout", "io_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        """Build from a dict, refusing keys this version does not know."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown model settings: {', '.join(unknown)}")
-        return cls(**data)
+    help: str
+    choices: tuple[str, ...] = ()
+    ge: float | None = None  # bounds: at least (ge), above (gt), at most (le), below (lt)
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    hint: str = ""  # advice added to the message when the check fails
+    shown_default: str = ""  # how --help and the docs show a default that is not a plain value
+    group: str = ""  # the section of --help it is listed in
+    aliases: tuple[str, ...] = ()  # older flag spellings, still accepted (also as Python keywords)
+    old_values: tuple[tuple[str, str], ...] = ()  # (older spelling, value) pairs, still accepted
+    parse: Callable[[str], Any] | None = (
+        None  # command-line text to value, where int() or float() will not do
+    )
+    resumable: bool = False  # a resumed run may change it: it decides when to stop or how to report
+    exclusive: str = ""  # flags sharing this name cannot be given together on the command line
+    commands: tuple[str, ...] = ()  # the commands taking it, where not all of its class's commands do
+    flag: bool = True  # False: set by charnn itself, not by a flag
 
 
-# Settings a resumed run may change: they decide when to stop or how often to report, not what is learnt.
-RESUMABLE_CHANGES = frozenset(
-    {"epochs", "max_steps", "time_budget", "eval_every", "save_every", "log_every", "keep", "device"}
-)
+def setting(default: Any, help: str, **how: Any) -> Any:
+    """Declare a setting: a dataclass field with its default and how it is checked and shown.
+
+    A callable default is called each time a config is built (for defaults read from the environment)."""
+    metadata = {"setting": Setting(help, **how)}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """How to train; the defaults are the tutorial's (windows of 100, batch 64, Adam 1e-3, 10 epochs)."""
+class Declared:
+    """One declared setting, as the command line, the Python API and the HTTP API see it."""
 
-    data: str = "shakespeare"
-    encoding: str = "utf-8"
-    seq_len: int = 100
-    batch_size: int = 64
-    batching: str = "windows"
-    epochs: int | None = None  # 10 unless --max-steps or --time-budget is given
-    max_steps: int | None = None
-    time_budget: float | None = None  # seconds of training steps
-    lr: float = 1e-3
-    schedule: str = "constant"
-    warmup: int = 0
-    clip: float | None = None  # max gradient norm, 0 for none; unset: 5.0 for stream batching, else 0
-    weight_decay: float = 0.0
-    val_fraction: float = 0.1
-    eval_every: int = 0  # steps; 0 evaluates at the end of each epoch only
-    save_every: int = 0  # steps; 0 saves at the end of each epoch only
-    keep: int = 3
-    log_every: int = 100
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.clip is None:  # frozen: fill in the batching-dependent default once, so it is recorded
-            object.__setattr__(self, "clip", 5.0 if self.batching == "stream" else 0.0)
-        positive = ("seq_len", "batch_size", "log_every", "keep")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("epochs", "max_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("warmup", "eval_every", "save_every", "clip", "weight_decay"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ConfigError(f"--time-budget must be positive, got {self.time_budget}")
-        if not 0 < self.lr <= MAX_LR:
-            raise ConfigError(f"--lr must be in (0, {MAX_LR:g}], got {self.lr} (Adam likes 1e-4 to 1e-2)")
-        if self.batching not in BATCHINGS:
-            raise ConfigError(f"--batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"--schedule must be constant or cosine, got {self.schedule!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+    name: str
+    kind: type  # bool, int, float or str
+    optional: bool  # None is allowed: the setting is unset
+    how: Setting
+    factory: Callable[[], Any]
 
     @property
-    def epoch_limit(self) -> int | None:
-        """Epochs to run: --epochs, else 10 when no other stopping point is given, else no limit."""
-        if self.epochs is not None:
-            return self.epochs
-        return None if (self.max_steps or self.time_budget) else 10
+    def default(self) -> Any:
+        return self.factory()
+
+    @property
+    def flag(self) -> str:
+        """`--top-k` for top_k; a switch that is on by default is turned off with `--no-NAME`."""
+        prefix = "--no-" if self.kind is bool and self.default is True else "--"
+        return prefix + self.name.replace("_", "-")
+
+    @property
+    def alias_names(self) -> tuple[str, ...]:
+        """The older spellings as Python keywords."""
+        return tuple(a.removeprefix("--").replace("-", "_") for a in self.how.aliases)
+
+    def shown_default(self) -> str:
+        """The default as --help and docs/cli.md show it."""
+        if self.how.shown_default:
+            return self.how.shown_default
+        if self.kind is bool:
+            return "off"
+        return "none" if self.default is None else str(self.default)
+
+    def takes(self, command: str, class_commands: tuple[str, ...]) -> bool:
+        return self.how.flag and command in (self.how.commands or class_commands)
+
+    def settle(self, value: Any) -> Any:
+        """The value with an older spelling replaced, or ConfigError saying what is wrong with it."""
+        value = dict(self.how.old_values).get(value, value) if isinstance(value, str) else value
+        problem = self.problem(value)
+        if problem:
+            hint = f" ({self.how.hint})" if self.how.hint else ""
+            raise ConfigError(f"{self.flag} {problem}, got {value!r}{hint}")
+        return value
+
+    def problem(self, value: Any) -> str:
+        """What is wrong with `value` for this setting ("" when nothing is)."""
+        if value is None:
+            return "" if self.optional else "must be given"
+        if self.kind is bool:
+            return "" if isinstance(value, bool) else "must be true or false"
+        if self.kind is str:
+            if not isinstance(value, str):
+                return "must be text"
+            if self.how.choices and value not in self.how.choices:
+                return f"must be one of {', '.join(self.how.choices)}"
+            return ""
+        if isinstance(value, bool) or not isinstance(value, int if self.kind is int else (int, float)):
+            return "must be an integer" if self.kind is int else "must be a number"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        return self._bounds_problem(value)
+
+    def _bounds_problem(self, value: float) -> str:
+        h = self.how
+        low, high = (h.ge, h.gt), (h.le, h.lt)
+        fits = (h.ge is None or value >= h.ge) and (h.gt is None or value > h.gt)
+        fits = fits and (h.le is None or value <= h.le) and (h.lt is None or value < h.lt)
+        if fits:
+            return ""
+        if any(b is not None for b in low) and any(b is not None for b in high):
+            if self.kind is int and h.ge is not None and h.le is not None:
+                return f"must be between {_number(h.ge)} and {_number(h.le)}"
+            left = f"[{_number(h.ge)}" if h.ge is not None else f"({_number(h.gt)}"
+            right = f"{_number(h.le)}]" if h.le is not None else f"{_number(h.lt)})"
+            return f"must be in {left}, {right}"
+        if h.ge is not None:
+            return "must be 0 or more" if h.ge == 0 else f"must be at least {_number(h.ge)}"
+        if h.gt is not None:
+            return "must be positive" if h.gt == 0 else f"must be above {_number(h.gt)}"
+        return f"must be at most {_number(h.le)}" if h.le is not None else f"must be below {_number(h.lt)}"
 
 
-_CPU_BUDGET = {
-    "cell": "gru",
-    "layers": 2,
-    "hidden": 512,
-    "embedding": 64,
-    "dropout": 0.1,
-    "io_dropout": 0.2,
-    "seq_len": 64,
-    "batch_size": 128,
-    "batching": "stream",
-    "lr": 3e-3,
-    "warmup": 100,
-    "schedule": "cosine",
-    "weight_decay": 0.01,
-    "clip": 1.0,
-}
-
-PRESETS: dict[str, dict] = {
-    "seed": {},
-    "tiny": {
-        "embedding": 32,
-        "hidden": 128,
-        "seq_len": 64,
-        "batch_size": 32,
-        "lr": 5e-3,
-        "schedule": "cosine",
-        "warmup": 20,
-        "clip": 1.0,
-        "max_steps": 2000,
-    },
-    "small": {
-        "embedding": 64,
-        "hidden": 512,
-        "seq_len": 100,
-        "batch_size": 64,
-        "lr": 3e-3,
-        "schedule": "cosine",
-        "warmup": 50,
-        "clip": 1.0,
-        "max_steps": 1000,
-    },
-    "cpu-5m": {**_CPU_BUDGET, "lr": 5e-3, "time_budget": 300.0},
-    "cpu-10m": {**_CPU_BUDGET, "dropout": 0.2, "time_budget": 600.0},
-    "gpu": {
-        "layers": 3,
-        "hidden": 1024,
-        "embedding": 128,
-        "dropout": 0.3,
-        "seq_len": 256,
-        "batch_size": 128,
-        "batching": "random",
-        "lr": 2e-3,
-        "warmup": 200,
-        "schedule": "cosine",
-        "weight_decay": 0.01,
-        "clip": 1.0,
-        "max_steps": 5000,
-        "device": "cuda",
-    },
-}
-
-PRESET_HELP = {
-    "seed": "the tutorial's model and loop: LSTM 1024, embedding 256, windows of 100, batch 64, 10 epochs",
-    "tiny": "LSTM 128, 2000 steps: a model in well under a minute, for tests and demos",
-    "small": "LSTM 512, embedding 64, 1000 steps, cosine LR: Shakespeare-like text in ~2 min on 2 cores",
-    "cpu-5m": "2 x GRU 512, 128 streams of 64-char windows, dropout, AdamW 5e-3, cosine sized to 5 minutes",
-    "cpu-10m": "the cpu-5m recipe with more dropout and AdamW 3e-3, cosine sized to 10 minutes",
-    "gpu": "3 x LSTM 1024 for a CUDA GPU, 5,000 steps of 128 x 256 chars (not yet measured)",
-}
-
-MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}
-TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+def _number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
 
 
-def resolve_settings(preset: str, overrides: dict, base: dict | None = None) -> tuple[dict, TrainConfig]:
-    """Model settings (without vocab size) and TrainConfig from a preset (or saved `base`) plus overrides."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = sorted(set(given) - MODEL_FIELDS - TRAIN_FIELDS)
-    if unknown:
-        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
-    merged = {**(base if base is not None else PRESETS[preset]), **given}
-    model = {k: v for k, v in merged.items() if k in MODEL_FIELDS}
-    ModelConfig(**model)  # validate early, before any data is read
-    return model, TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_FIELDS})
+def _kind(annotation: Any) -> tuple[type, bool]:
+    """(bool/int/float/str, whether None is allowed) of a field's type annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:
+        return args[0], True
+    return annotation, False
 
 
-def settings_dict(model: ModelConfig, cfg: TrainConfig, preset: str) -> dict:
-    """What train_args.json holds: every setting used, defaults included."""
-    return {"preset": preset, "model": model.to_dict(), "train": asdict(cfg)}
+@cache
+def declared(cls: type) -> tuple[Declared, ...]:
+    """The settings declared in dataclass `cls`, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        if "setting" not in f.metadata:
+            continue
+        kind, optional = _kind(hints[f.name])
+        factory = f.default_factory if f.default is MISSING else (lambda d=f.default: d)
+        out.append(Declared(f.name, kind, optional, f.metadata["setting"], factory))
+    return tuple(out)
 
 
-def resume_settings(saved: dict, overrides: dict) -> tuple[str, dict, TrainConfig]:
-    """Settings of a resumed run: the saved ones, with only stopping/reporting settings changed."""
-    preset = saved.get("preset", "seed")
-    base = {**saved.get("model", {}), **saved.get("train", {})}
-    base.pop("vocab_size", None)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    changed = sorted(k for k, v in given.items() if k not in RESUMABLE_CHANGES and base.get(k) != v)
-    if changed:
-        diffs = ", ".join(f"{k} {base.get(k)!r} -> {given[k]!r}" for k in changed)
-        raise ConfigError(f"cannot resume with different settings ({diffs}); start a new run instead")
-    model, cfg = resolve_settings(preset, given, base)
-    return preset, model, cfg
+def settle(config: object, skip: tuple[str, ...] = ()) -> None:
+    """Check every declared setting of a frozen dataclass instance (but those in `skip`), putting older
+    spellings of values into their current form; raises ConfigError naming the flag."""
+    for d in declared(type(config)):
+        if d.name not in skip:
+            object.__setattr__(config, d.name, d.settle(getattr(config, d.name)))
 
 
-def describe_presets() -> str:
-    return "\n".join(f"  {name:<8} {PRESET_HELP[name]}" for name in PRESETS)
+def _names(cls: type) -> dict[str, str]:
+    """Every keyword a settings class takes (older spellings too), to its field's name."""
+    names: dict[str, str] = {}
+    for d in declared(cls):
+        names.update({d.name: d.name, **dict.fromkeys(d.alias_names, d.name)})
+    return names
+
+
+def build(cls: type, given: dict[str, Any]) -> Any:
+    """An instance of settings class `cls` from keywords (older spellings accepted; None: not given)."""
+    (config,) = build_each(given, cls)
+    return config
+
+
+def build_each(given: dict[str, Any], *classes: type) -> tuple:
+    """One instance of each settings class, each taking its own keywords from `given`; unknown keywords are
+    refused, None means not given."""
+    taken: list[dict[str, Any]] = [{} for _ in classes]
+    for key, value in given.items():
+        owners = [i for i, cls in enumerate(classes) if key in _names(cls)]
+        if not owners:
+            raise ConfigError(f"unknown setting {key!r}")
+        if value is not None:
+            taken[owners[0]][_names(classes[owners[0]])[key]] = value
+    return tuple(cls(**kwargs) for cls, kwargs in zip(classes, taken, strict=True))
 
 
 def parse_duration(text: str) -> float:
@@ -235,3 +229,310 @@ def parse_duration(text: str) -> float:
     if value <= 0:
         raise ConfigError(f"a duration must be positive, got {text!r}")
     return value
+
+
+def _from_environment(name: str, default: Any, parse: Callable[[str], Any] = str) -> Callable[[], Any]:
+    def read() -> Any:
+        text = os.environ.get(name)
+        if not text:
+            return default
+        try:
+            return parse(text)
+        except ConfigError as e:
+            raise ConfigError(f"{name}: {e}") from None
+
+    return read
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ConfigError(f"must be one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def cache_dir() -> Path | None:
+    """$CHARNN_CACHE_DIR, where set."""
+    text = os.environ.get("CHARNN_CACHE_DIR")
+    return Path(text).expanduser() if text else None
+
+
+def debug() -> bool:
+    """Whether $CHARNN_DEBUG asks for tracebacks."""
+    return bool(os.environ.get("CHARNN_DEBUG"))
+
+
+def torchrun_ranks() -> tuple[int, int, int]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) as torchrun sets them; (0, 1, 0) outside torchrun."""
+    try:
+        return tuple(
+            int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0))
+        )
+    except ValueError:
+        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them)") from None
+
+
+def _weights(default: str, choices: tuple[str, ...], use: str = "while stepping") -> Any:
+    auto = (
+        "; auto: the fastest format the model's saved check allows (else fp32)" if "auto" in choices else ""
+    )
+    return setting(
+        default,
+        f"weight format {use}: fp32, bf16 or int8 (one scale per row){auto}",
+        choices=choices,
+        aliases=("--precision",),
+    )
+
+
+def _device(default: str, help: str = "where to run", **how: Any) -> Any:
+    return setting(default, help, choices=DEVICES, **how)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Everything needed to rebuild a model's shape; the defaults are the tutorial's model."""
+
+    commands: ClassVar = ("train",)
+    vocab_size: int = setting(65, "characters in the vocabulary (taken from the text)", ge=1, flag=False)
+    cell: str = setting("lstm", "recurrent cell (rnn: tanh)", choices=CELLS, group="model")
+    embedding: int = setting(256, "embedding size", ge=1, group="model")
+    hidden: int = setting(1024, "units per recurrent layer", ge=1, group="model")
+    layers: int = setting(1, "stacked recurrent layers", ge=1, group="model")
+    dropout: float = setting(0.0, "dropout between recurrent layers", ge=0, lt=1, group="model")
+    io_dropout: float = setting(
+        0.0, "dropout on the embedding's output and the last layer's output", ge=0, lt=1, group="model"
+    )
+
+    def __post_init__(self) -> None:
+        settle(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """Build from a dict, refusing keys this version does not know."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown model settings: {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train; the defaults are the tutorial's (windows of 100, batch 64, Adam 1e-3, 10 epochs)."""
+
+    commands: ClassVar = ("train",)
+    data: str = setting(
+        "shakespeare", "'shakespeare' (built in), a text file, a folder of text files or a URL", group="data"
+    )
+    encoding: str = setting("utf-8", "text encoding of --data, e.g. latin-1", group="data")
+    seq_len: int = setting(100, "characters per training window", ge=1, group="data")
+    batch_size: int = setting(64, "windows per batch", ge=1, group="data")
+    batching: str = setting(
+        "windows",
+        "windows: shuffled chunks (tutorial); stream: contiguous streams carrying the state; "
+        "random: windows starting anywhere, drawn afresh each batch",
+        choices=BATCHINGS,
+        group="data",
+    )
+    epochs: int | None = setting(
+        None,
+        "passes over the training text",
+        ge=1,
+        shown_default="10 unless --max-steps or --time-budget",
+        exclusive="stop",
+        resumable=True,
+        group="optimisation",
+    )
+    max_steps: int | None = setting(
+        None,
+        "stop after this many optimizer steps",
+        ge=1,
+        exclusive="stop",
+        resumable=True,
+        group="optimisation",
+    )
+    time_budget: float | None = setting(
+        None,
+        "stop after this much training time, e.g. 90s, 10m, 2h",
+        gt=0,
+        parse=parse_duration,
+        resumable=True,
+        group="optimisation",
+    )
+    lr: float = setting(
+        1e-3, "learning rate (Adam)", gt=0, le=MAX_LR, hint="Adam likes 1e-4 to 1e-2", group="optimisation"
+    )
+    schedule: str = setting("constant", "learning-rate schedule", choices=SCHEDULES, group="optimisation")
+    warmup: int = setting(0, "steps of linear learning-rate warm-up", ge=0, group="optimisation")
+    clip: float | None = setting(
+        None,
+        "max gradient norm, 0 for none",
+        ge=0,
+        shown_default="5.0 with --batching stream, else 0",
+        group="optimisation",
+    )
+    weight_decay: float = setting(0.0, "AdamW weight decay", ge=0, group="optimisation")
+    val_fraction: float = setting(
+        0.1, "last fraction of the text kept for validation", ge=0, lt=1, group="data"
+    )
+    eval_every: int = setting(
+        0, "also validate every N steps, 0 for per epoch only", ge=0, resumable=True, group="run"
+    )
+    save_every: int = setting(
+        0, "also checkpoint every N steps, 0 for per epoch only", ge=0, resumable=True, group="run"
+    )
+    keep: int = setting(
+        3, "newest checkpoints to keep (the best is always kept)", ge=1, resumable=True, group="run"
+    )
+    log_every: int = setting(100, "print the mean loss every N steps", ge=1, resumable=True, group="run")
+    seed: int = setting(42, "seed for weights, data order and dropout", group="optimisation")
+    device: str = _device(
+        "auto", "where to train (auto: CUDA when visible, else the CPU)", resumable=True, group="run"
+    )
+    precision: str = setting(
+        "auto",
+        "compute dtype; auto: bf16 where the hardware has it natively, else fp32",
+        choices=COMPUTE_DTYPES,
+        group="run",
+    )
+    lstm_kernel: str = setting(
+        _from_environment("CHARNN_LSTM_KERNEL", "auto", _one_of(*LSTM_KERNELS, "fused", "charnn")),
+        "bf16 LSTM training on a CPU: pytorch (PyTorch's fused kernel), charnn-bf16 (charnn's own layer), "
+        "or auto: time both at this run's sizes and take the faster",
+        choices=LSTM_KERNELS,
+        old_values=(("fused", "pytorch"), ("charnn", "charnn-bf16")),
+        shown_default="auto, or $CHARNN_LSTM_KERNEL",
+        group="run",
+    )
+    dist_timeout: float = setting(
+        _from_environment("CHARNN_DIST_TIMEOUT", 120.0, parse_duration),
+        "under torchrun: how long a process waits for the others before giving up",
+        gt=0,
+        parse=parse_duration,
+        resumable=True,
+        shown_default="120s, or $CHARNN_DIST_TIMEOUT",
+        group="run",
+    )
+
+    def __post_init__(self) -> None:
+        if self.clip is None:  # frozen: fill in the batching-dependent default once, so it is recorded
+            object.__setattr__(self, "clip", 5.0 if self.batching == "stream" else 0.0)
+        settle(self)
+
+    @property
+    def epoch_limit(self) -> int | None:
+        """Epochs to run: --epochs, else 10 when no other stopping point is given, else no limit."""
+        if self.epochs is not None:
+            return self.epochs
+        return None if (self.max_steps or self.time_budget) else 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What `charnn train` does with its run folder (the Python API's train() keywords)."""
+
+    commands: ClassVar = ("train",)
+    preset: str = setting("seed", "named settings; flags given beside it override its values", group="model")
+    out: str | None = setting(None, "run folder", shown_default="runs/PRESET-DATE-TIME", group="run")
+    resume: bool = setting(False, "continue the run in --out from its newest checkpoint", group="run")
+    overwrite: bool = setting(False, "replace a run already in --out", group="run")
+    quiet: bool = setting(False, "no progress bar or log lines (warnings still show)", group="run")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingConfig:
+    """What to generate: the start string and how to pick each next character."""
+
+    commands: ClassVar = ("generate", "http")
+    start: str = setting(
+        "",
+        "text to start from (empty: start of a line); write --start=TEXT when TEXT begins with -",
+        shown_default="empty",
+    )
+    length: int = setting(1000, "characters to generate", ge=0, le=MAX_LENGTH)
+    temperature: float = setting(
+        1.0, "below 1: safer text; above 1: wilder", gt=0, hint="--greedy picks the most likely char"
+    )
+    top_k: int | None = setting(None, "sample only among the k most likely chars", ge=1)
+    top_p: float | None = setting(None, "sample only among the most likely chars adding up to p", gt=0, le=1)
+    greedy: bool = setting(False, "always take the most likely char (the temperature does not matter)")
+    num_samples: int = setting(
+        1, "samples generated together, printed one after another", ge=1, le=MAX_SAMPLES
+    )
+    seed: int | None = setting(None, "same seed, same text", shown_default="random")
+    skip_unknown: bool = setting(False, "drop start characters the model never saw")
+
+    def __post_init__(self) -> None:
+        settle(self, skip=("temperature",) if self.greedy else ())
+        if self.num_samples * self.length > MAX_TOTAL_CHARS:
+            raise ConfigError(
+                f"--num-samples x --length asks for {self.num_samples * self.length:,} chars; "
+                f"at most {MAX_TOTAL_CHARS:,} at once"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateConfig:
+    """How `charnn generate` runs the model."""
+
+    commands: ClassVar = ("generate",)
+    device: str = _device("cpu")
+    weights: str = _weights("auto", ("auto", *WEIGHT_FORMATS))
+    verify: bool = setting(True, "load weights whose sha256 does not match config.json")
+
+    def __post_init__(self) -> None:
+        settle(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateConfig:
+    """What `charnn evaluate` measures the loss on, and with which weights."""
+
+    commands: ClassVar = ("evaluate",)
+    data: str | None = setting(None, "text to evaluate on", shown_default="the model's training text")
+    split: str = setting("val", "which part of the text", choices=SPLITS)
+    device: str = _device("cpu")
+    weights: str = _weights("fp32", WEIGHT_FORMATS, "to compute the loss with")
+
+    def __post_init__(self) -> None:
+        settle(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    """Where `charnn serve` listens and what one server allows; the defaults suit a laptop shared by a few."""
+
+    commands: ClassVar = ("serve",)
+    host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 opens it to the network)")
+    port: int = setting(8000, "port to listen on", ge=0, le=65535)
+    max_length: int = setting(5000, "longest generation one request may ask for", ge=1, le=MAX_LENGTH)
+    max_samples: int = setting(16, "most samples one request may ask for", ge=1, le=MAX_SAMPLES)
+    timeout: float = setting(60.0, "seconds one request may generate for", gt=0)
+    weights: str = _weights("auto", ("auto", *WEIGHT_FORMATS))
+    max_running: int = setting(2, "generations at once", ge=1)
+    max_waiting: int = setting(8, "requests queued beyond those; more get 503", ge=0)
+    max_start: int = setting(2000, "longest start string one request may send", ge=0, flag=False)
+    max_body_bytes: int = setting(16 * 1024, "largest request body", ge=1, flag=False)
+
+    def __post_init__(self) -> None:
+        settle(self)
+
+
+SETTINGS_CLASSES = (
+    RunOptions,
+    ModelConfig,
+    TrainConfig,
+    SamplingConfig,
+    GenerateConfig,
+    EvaluateConfig,
+    ServeConfig,
+)
+
+
+def command_settings(command: str) -> list[Declared]:
+    """The declared settings a command (or "http") takes, as flags or fields, in declaration order."""
+    return [d for cls in SETTINGS_CLASSES for d in declared(cls) if d.takes(command, cls.commands)]

@@ -1,4 +1,5 @@
-"""Exact loss of a model over a whole text, in nats per char, bits per char and perplexity."""
+"""Exact loss of a model over a whole text (nats per char, bits per char, perplexity), carried or per window,
+and the check of reduced-precision weights that generation reads to pick its weight format."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from charnn.config import WEIGHT_FORMATS
+from charnn.device import cpu_kind
 from charnn.errors import DataError
 from charnn.nn.model import CharRNN, State
+from charnn.nn.stepper import StepModel
 
 EVAL_WINDOW = 100
 _CHUNK = 256
@@ -139,3 +143,9 @@ def loss_windows(
             rest = piece[full * window :].unsqueeze(0)
             total += _summed_loss(model, rest[:, :-1], rest[:, 1:], None)[0]
     return LossReport(total / targets, targets)
+
+
+def weight_checks(model: CharRNN, ids: np.ndarray) -> dict[str, float]:
+    """Loss (state carried) over `ids` with each weight format this CPU runs well, for choose_weights."""
+    formats = [f for f in WEIGHT_FORMATS if f != "bf16" or cpu_kind() != "fp32"]
+    return {fmt: loss_carried(StepModel(model, fmt) if fmt != "fp32" else model, ids).nats for fmt in formats}

@@ -1,4 +1,4 @@
-"""Durable file writes: a crash leaves the old file or the new one, never a torn mix."""
+"""Durable file writes (a crash leaves the old file or the new one, never a torn mix) and JSON reads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from charnn.errors import RunDirError
+from charnn.errors import ModelFileError, RunDirError
 
 
 def write_error(path: Path, e: OSError) -> RunDirError:
@@ -72,3 +72,16 @@ def write_folder(final: Path, files: dict[str, bytes]) -> None:
             os.replace(old, final)
         raise write_error(final, e) from None
     shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json(path: Path) -> dict:
+    """Parse a JSON object from `path`, raising ModelFileError naming the file when it cannot."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelFileError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: expected a JSON object")
+    return data

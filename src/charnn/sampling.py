@@ -4,53 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from charnn.config import SamplingConfig
 from charnn.errors import ConfigError
 from charnn.nn.model import CharRNN
 from charnn.nn.stepper import StepModel
 from charnn.text.vocab import Vocab
 
-MAX_LENGTH = 1_000_000
-MAX_SAMPLES = 1024
-MAX_TOTAL_CHARS = 10_000_000
 DEFAULT_START = "\n"
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How to pick each next character."""
-
-    length: int = 1000
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    greedy: bool = False
-    num_samples: int = 1
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.length <= MAX_LENGTH:
-            raise ConfigError(f"--length must be between 0 and {MAX_LENGTH:,}, got {self.length}")
-        if not self.greedy and not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ConfigError(
-                f"--temperature must be a positive number, got {self.temperature} "
-                "(--greedy picks the most likely char)"
-            )
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"--top-k must be at least 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if not 1 <= self.num_samples <= MAX_SAMPLES:
-            raise ConfigError(f"--num-samples must be between 1 and {MAX_SAMPLES}, got {self.num_samples}")
-        if self.num_samples * self.length > MAX_TOTAL_CHARS:
-            raise ConfigError(
-                f"--num-samples x --length asks for {self.num_samples * self.length:,} chars; "
-                f"at most {MAX_TOTAL_CHARS:,} at once"
-            )
 
 
 def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
@@ -77,12 +41,15 @@ def pick(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator) -> Ten
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def clean_start(vocab: Vocab, start: str, skip_unknown: bool) -> str:
-    """The start string, without the characters the model never saw when `skip_unknown`."""
-    if not skip_unknown:
-        return start
-    unknown = set(vocab.unknown(start))
-    return "".join(c for c in start if c not in unknown)
+def start_text(vocab: Vocab, cfg: SamplingConfig) -> str:
+    """The start string as it will be used: without the characters the model never saw when skip_unknown,
+    else refused (ConfigError) when it holds any."""
+    start = cfg.start
+    if cfg.skip_unknown:
+        unknown = set(vocab.unknown(start))
+        start = "".join(c for c in start if c not in unknown)
+    start_ids(vocab, start)
+    return start
 
 
 def start_ids(vocab: Vocab, start: str) -> list[int]:
@@ -104,7 +71,7 @@ def start_ids(vocab: Vocab, start: str) -> list[int]:
 
 @torch.no_grad()
 def sample(
-    model: CharRNN, vocab: Vocab, start: str, cfg: SamplingConfig, weights: str | None = "fp32"
+    model: CharRNN, vocab: Vocab, cfg: SamplingConfig, weights: str | None = "fp32"
 ) -> Iterator[list[str]]:
     """Yield, per step, the next char of each of the `cfg.num_samples` samples, generated as one batch.
 
@@ -115,7 +82,7 @@ def sample(
     device = model.device
     generator = torch.Generator()
     generator.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
-    ids = torch.tensor([start_ids(vocab, start)], device=device).repeat(cfg.num_samples, 1)
+    ids = torch.tensor([start_ids(vocab, start_text(vocab, cfg))], device=device).repeat(cfg.num_samples, 1)
     logits, state = model(ids)
     logits = logits[:, -1]
     stepper = StepModel(model, weights) if weights else None

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from charnn.config import ModelConfig
-from charnn.device import memory_bytes
-from charnn.errors import ConfigError
-from charnn.nn import cpu_lstm
 
 State = tuple[Tensor, ...]
+# Another implementation of a stack of recurrent layers, taking the fused kernel's arguments:
+# (x batch-first, state as one tensor or an (h, c) pair, flat weights, dropout, training) -> (out, new state).
+LayerStack = Callable[[Tensor, Tensor | State, list[Tensor], float, bool], tuple[Tensor, State]]
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,10 @@ class CellKind:
     gates: int
     biases: int  # 1 where the input and recurrent biases only ever appear summed (Keras keeps one)
     states: int
-    cpu_bf16_training: object = None  # charnn's own layer stack for bf16 training on CPU, where one exists
 
 
 CELLS: dict[str, CellKind] = {
-    "lstm": CellKind(torch.lstm, gates=4, biases=1, states=2, cpu_bf16_training=cpu_lstm.lstm),
+    "lstm": CellKind(torch.lstm, gates=4, biases=1, states=2),
     "gru": CellKind(torch.gru, gates=3, biases=2, states=1),
     "rnn": CellKind(torch.rnn_tanh, gates=1, biases=1, states=1),
 }
@@ -53,17 +53,6 @@ def count_parameters(config: ModelConfig) -> int:
     return sum(math.prod(shape) for shape in parameter_shapes(config).values())
 
 
-def check_fits_in_memory(config: ModelConfig) -> None:
-    """Refuse a model whose weights, gradients and Adam state alone exceed this machine's memory."""
-    params = count_parameters(config)
-    need, have = params * 4 * 4, memory_bytes()
-    if have is not None and need > have:
-        raise ConfigError(
-            f"the model has {params:,} parameters and needs over {need / 2**30:.1f} GiB to train, more than "
-            f"this machine's {have / 2**30:.1f} GiB; lower --hidden, --layers or --embedding"
-        )
-
-
 class Recurrent(nn.Module):
     """Stacked recurrent layers run by PyTorch's fused kernel (oneDNN on CPU, cuDNN on CUDA).
 
@@ -86,9 +75,9 @@ class Recurrent(nn.Module):
             else:
                 self.register_parameter(f"bias_l{k}", nn.Parameter(torch.zeros(width)))
         self.register_buffer("zero_bias", torch.zeros(width), persistent=False)
-        # Set by the trainer where the cell's own CPU layer measured faster than the fused kernel.
-        self.use_cpu_layer = False
-        self.cpu_layer_buffers = cpu_lstm.BufferPool()
+        # Where set, runs the layers while gradients are recorded (training puts charnn's own bf16 CPU LSTM
+        # layer here when it measured faster than the fused kernel); evaluation always uses the fused one.
+        self.training_layers: LayerStack | None = None
         if init:
             self.reset_parameters()
 
@@ -119,10 +108,8 @@ class Recurrent(nn.Module):
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         hx = state if self.kind.states == 2 else state[0]
         dropout = self.dropout if self.layers > 1 else 0.0
-        cpu_bf16 = x.device.type == "cpu" and x.dtype == torch.bfloat16
-        if self.use_cpu_layer and cpu_bf16 and torch.is_grad_enabled():
-            weights = self.flat_weights()
-            return self.kind.cpu_bf16_training(x, hx, weights, dropout, self.training, self.cpu_layer_buffers)
+        if self.training_layers is not None and torch.is_grad_enabled():
+            return self.training_layers(x, hx, self.flat_weights(), dropout, self.training)
         out, *new_state = self.kind.kernel(
             x, hx, self.flat_weights(), True, self.layers, dropout, self.training, False, True
         )

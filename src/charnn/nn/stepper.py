@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from charnn.config import WEIGHT_FORMATS
 from charnn.device import cpu_kind
 from charnn.errors import ConfigError
-from charnn.evaluation import loss_carried
 from charnn.nn.model import CELLS, CharRNN, State
-
-WEIGHT_FORMATS = ("fp32", "bf16", "int8")
 
 
 def _matmul(weight: Tensor, fmt: str) -> Callable[[Tensor], Tensor]:
@@ -134,10 +131,10 @@ def choose_weights(requested: str, checks: dict, batch: int, device: torch.devic
     """The weight format to generate with: `requested`, or for `auto` the fastest one the checks allow."""
     if requested != "auto":
         if requested not in WEIGHT_FORMATS:
-            raise ConfigError(f"--precision must be auto, fp32, bf16 or int8, got {requested!r}")
+            raise ConfigError(f"--weights must be auto, fp32, bf16 or int8, got {requested!r}")
         if requested == "bf16" and device.type == "cpu" and cpu_kind() == "fp32":
             raise ConfigError(
-                "--precision bf16: this CPU has no native bf16, where bf16 is slow; use int8 or fp32"
+                "--weights bf16: this CPU has no native bf16, where bf16 is slow; use int8 or fp32"
             )
         return requested
     if device.type != "cpu":
@@ -150,9 +147,3 @@ def choose_weights(requested: str, checks: dict, batch: int, device: torch.devic
         ):
             return fmt
     return "fp32"
-
-
-def weight_checks(model: CharRNN, ids: np.ndarray) -> dict[str, float]:
-    """Validation loss (state carried) with each weight format this CPU runs well, for choose_weights."""
-    formats = [f for f in WEIGHT_FORMATS if f != "bf16" or cpu_kind() != "fp32"]
-    return {fmt: loss_carried(StepModel(model, fmt) if fmt != "fp32" else model, ids).nats for fmt in formats}

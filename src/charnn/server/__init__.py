@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -12,15 +11,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from charnn.config import ServeConfig
 from charnn.errors import CharnnError
 
 
-def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, **limits: float) -> None:
+def serve(model: str | Path, config: ServeConfig | None = None) -> None:
     """Load `model` once and serve the page and API until interrupted."""
+    config = config or ServeConfig()
     try:
         import uvicorn
 
-        from charnn.server.app import ServerLimits, create_app
+        from charnn.server.app import create_app
     except ImportError as e:
         raise CharnnError(
             f"charnn serve needs FastAPI and uvicorn ({e.name} is missing); install them with: "
@@ -30,18 +31,18 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, **limits
 
     from charnn.api import load
 
+    host, port = config.host, config.port
     _check_port(host, port)
     loaded = load(model)
     # Requests run side by side, each stepping one character at a time (memory-bound); one thread each
     # keeps them from fighting over the cores.
     torch.set_num_threads(1)
-    app = create_app(loaded, ServerLimits(**limits))
+    app = create_app(loaded, config)
     print(
         f"charnn: serving {loaded.path} at http://{host}:{port}/ (API docs at /docs); Ctrl-C stops",
         file=sys.stderr,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
 
 
 def _check_port(host: str, port: int) -> None:
@@ -74,9 +75,8 @@ def background(
     Yields the base URL (once /healthz answers) and the process; for tests, benchmarks and scripts.
     """
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "charnn", "serve", str(model), "--port", str(port), *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    cmd = [sys.executable, "-u", "-m", "charnn", "serve", str(model), "--port", str(port), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_s

@@ -12,42 +12,37 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from charnn.api import describe, stream
+from charnn.config import SamplingConfig, ServeConfig, declared
 from charnn.errors import CharnnError
-from charnn.sampling import SamplingConfig
-from charnn.store.checkpoint import LoadedModel
+from charnn.store.model_dir import LoadedModel
 
 STATIC = Path(str(resources.files("charnn").joinpath("server/static")))
 
 
-@dataclass(frozen=True)
-class ServerLimits:
-    """What one server allows; the defaults suit a laptop shared by a few people."""
+def request_model(name: str, exclude: tuple[str, ...] = ()) -> type[BaseModel]:
+    """A pydantic model of SamplingConfig's declared settings (names, defaults, bounds and help)."""
+    fields: dict[str, Any] = {}
+    for d in declared(SamplingConfig):
+        if d.name in exclude:
+            continue
+        bounds = {k: getattr(d.how, k) for k in ("ge", "gt", "le", "lt") if getattr(d.how, k) is not None}
+        kind = d.kind | None if d.optional else d.kind
+        fields[d.name] = (kind, Field(d.default, description=d.how.help, **bounds))
+    return create_model(name, **fields)
 
-    max_length: int = 5000
-    max_body_bytes: int = 16 * 1024
-    timeout_s: float = 60.0
-    max_running: int = 2
-    max_waiting: int = 8
 
-
-class GenerateRequest(BaseModel):
-    start: str = Field("", max_length=2000, description="text to start from (empty: start of a line)")
-    length: int = Field(500, ge=0, description="characters to generate")
-    temperature: float = Field(1.0, gt=0, description="below 1 safer, above 1 wilder")
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0, le=1)
-    greedy: bool = False
-    seed: int | None = None
-    num_samples: int = Field(1, ge=1, le=16)
+GenerateRequest = request_model("GenerateRequest")
+# A stream carries one sample; the page and EventSource clients send these as query parameters.
+StreamRequest = request_model("StreamRequest", exclude=("num_samples",))
 
 
 class Busy(Exception):
@@ -100,9 +95,9 @@ def _chars_in_thread(
     loop.call_soon_threadsafe(queue.put_nowait, reason)
 
 
-def create_app(loaded: LoadedModel, limits: ServerLimits | None = None) -> FastAPI:
-    """The FastAPI application serving `loaded`."""
-    limits = limits or ServerLimits()
+def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI application serving `loaded` within `limits`."""
+    limits = limits or ServeConfig()
     gate = Gate(limits.max_running, limits.max_waiting)
     stats = {"active": 0, "served": 0}
     app = FastAPI(title="charnn", description="Generate text with a character-level RNN.", version="1")
@@ -116,33 +111,34 @@ def create_app(loaded: LoadedModel, limits: ServerLimits | None = None) -> FastA
             )
         return await call_next(request)
 
-    def sampling(req: GenerateRequest) -> tuple[str, Iterator[list[str]]]:
-        if req.length > limits.max_length:
-            raise HTTPException(
-                422, f"length {req.length} is over this server's limit of {limits.max_length}"
-            )
+    def sampling(cfg: SamplingConfig) -> tuple[str, Iterator[list[str]]]:
+        for value, limit, what in (
+            (cfg.length, limits.max_length, "length"),
+            (cfg.num_samples, limits.max_samples, "num_samples"),
+            (len(cfg.start), limits.max_start, "the start string's length"),
+        ):
+            if value > limit:
+                raise HTTPException(422, f"{what} {value} is over this server's limit of {limit}")
+        return stream(loaded, cfg, limits.weights)
+
+    async def run_generation(req: BaseModel) -> AsyncIterator[list[str] | str]:
+        """Steps of the generation as they come, then the reason it ended (a str)."""
         try:
-            cfg = SamplingConfig(
-                req.length, req.temperature, req.top_k, req.top_p, req.greedy, req.num_samples, req.seed
-            )
-            return stream(loaded, req.start, cfg)
+            cfg = SamplingConfig(**req.model_dump())
+            start, chars = sampling(cfg)
         except CharnnError as e:
             raise HTTPException(422, str(e)) from None
-
-    async def run_generation(req: GenerateRequest) -> AsyncIterator[list[str] | str]:
-        """Steps of the generation as they come, then the reason it ended (a str)."""
-        start, chars = sampling(req)
         loop, queue, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
         try:
             async with gate:
                 stats["active"] += 1
                 try:
-                    deadline = time.monotonic() + limits.timeout_s
+                    deadline = time.monotonic() + limits.timeout
                     worker = threading.Thread(
                         target=_chars_in_thread, args=(chars, stop, deadline, loop, queue), daemon=True
                     )
                     worker.start()
-                    yield [start] * req.num_samples
+                    yield [start] * cfg.num_samples
                     while True:
                         item = await queue.get()
                         yield item
@@ -165,7 +161,11 @@ def create_app(loaded: LoadedModel, limits: ServerLimits | None = None) -> FastA
     async def model_info() -> dict:
         return {
             **describe(loaded),
-            "limits": {"max_length": limits.max_length, "timeout_s": limits.timeout_s},
+            "limits": {
+                "max_length": limits.max_length,
+                "max_samples": limits.max_samples,
+                "timeout_s": limits.timeout,
+            },
         }
 
     @app.get("/v1/stats")
@@ -192,25 +192,8 @@ def create_app(loaded: LoadedModel, limits: ServerLimits | None = None) -> FastA
         }
 
     @app.get("/v1/generate/stream")
-    async def generate_stream(
-        start: str = Query("", max_length=2000),
-        length: int = Query(500, ge=0),
-        temperature: float = Query(1.0, gt=0),
-        top_k: int | None = Query(None, ge=1),
-        top_p: float | None = Query(None, gt=0, le=1),
-        greedy: bool = False,
-        seed: int | None = None,
-    ) -> StreamingResponse:
+    async def generate_stream(req: Annotated[StreamRequest, Query()]) -> StreamingResponse:
         """Server-Sent Events: `start` once, then one `data: {"text": c}` per character, then `done`."""
-        req = GenerateRequest(
-            start=start,
-            length=length,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            greedy=greedy,
-            seed=seed,
-        )
         events = run_generation(req)
         first = await anext(events)  # validation, the queue and the start string happen before the 200
 

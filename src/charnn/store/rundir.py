@@ -13,8 +13,9 @@ except ImportError:  # Windows
     fcntl = None
 
 from charnn.errors import RunDirError
-from charnn.fileio import atomic_write, write_json
-from charnn.store.checkpoint import CHECKPOINTS_DIR, MODEL_DIR, list_checkpoints, read_json
+from charnn.fileio import atomic_write, read_json, write_json
+from charnn.store.checkpoint import CHECKPOINTS_DIR, list_checkpoints
+from charnn.store.model_dir import MODEL_DIR
 
 ARGS_FILE = "train_args.json"
 METRICS_FILE = "metrics.jsonl"
@@ -111,6 +112,9 @@ class RunDir:
                     stale.unlink(missing_ok=True)
 
     def read_args(self) -> dict:
+        """The settings the run was started with (train_args.json), to resume it."""
+        if not self.args_path.exists():
+            raise RunDirError(f"{self.path}: no run to resume here (no {ARGS_FILE}); drop --resume")
         return read_json(self.args_path)
 
     def write_args(self, args: dict) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from charnn.config import cache_dir
 from charnn.errors import DataError
 from charnn.fileio import atomic_stream, atomic_write, write_error
 from charnn.text.files import iter_text
@@ -23,10 +23,10 @@ CACHE_VERSION = 1
 
 
 def cache_root() -> Path:
-    """Where charnn keeps encoded corpora and downloads."""
-    env = os.environ.get("CHARNN_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
+    """Where charnn keeps encoded corpora and downloads: $CHARNN_CACHE_DIR, else the user cache folder."""
+    chosen = cache_dir()
+    if chosen is not None:
+        return chosen
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("charnn"))

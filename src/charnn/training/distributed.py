@@ -9,7 +9,6 @@ step with N ranks of batch B/N is the step one process takes with batch B. Only 
 from __future__ import annotations
 
 import datetime
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,9 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from charnn.config import torchrun_ranks
 from charnn.errors import CharnnError, ConfigError, TrainingError
-
-TIMEOUT_S = float(os.environ.get("CHARNN_DIST_TIMEOUT", "120"))
 
 
 @dataclass(frozen=True)
@@ -50,19 +48,13 @@ class Ranks:
 
 
 def ranks_from_env() -> Ranks:
-    """The ranks torchrun set in the environment."""
-    try:
-        return Ranks(
-            int(os.environ.get("RANK", 0)),
-            int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)),
-        )
-    except ValueError:
-        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them)") from None
+    """The ranks torchrun set in the environment (rank 0 of 1 outside torchrun)."""
+    return Ranks(*torchrun_ranks())
 
 
-def start(ranks: Ranks, device: torch.device) -> torch.device:
-    """Join the process group (gloo on CPU, nccl on CUDA); the device this rank computes on."""
+def start(ranks: Ranks, device: torch.device, timeout_s: float) -> torch.device:
+    """Join the process group (gloo on CPU, nccl on CUDA), its collectives giving up after `timeout_s`;
+    the device this rank computes on."""
     if not ranks.enabled:
         return device
     if device.type == "cuda":
@@ -70,7 +62,7 @@ def start(ranks: Ranks, device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return device
 
 

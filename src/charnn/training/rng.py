@@ -9,6 +9,13 @@ import numpy as np
 import torch
 
 
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (the weights' initialisation and dropout)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def capture() -> dict:
     """Python, NumPy, torch (and CUDA) random states, base64 where binary."""
     version, internal, gauss = random.getstate()

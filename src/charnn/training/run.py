@@ -1,40 +1,30 @@
-"""The training entry point (settings, corpus, run folder, then the loop) and the LR schedule."""
+"""`charnn train`: settings, corpus and run folder put together, the loop run, and the weight formats checked.
+
+Under torchrun every process runs this; rank 0 alone writes the run folder.
+"""
 
 from __future__ import annotations
 
 import gc
-import math
-from dataclasses import dataclass, replace
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from charnn.config import ModelConfig, TrainConfig, resolve_settings, resume_settings, settings_dict
+from charnn.config import ModelConfig
+from charnn.device import resolve_device
+from charnn.evaluation import weight_checks
+from charnn.presets import resume_settings, run_settings, settings_for
+from charnn.store.checkpoint import load_checkpoint
+from charnn.store.model_dir import load_model, update_model_info
+from charnn.store.rundir import RunDir
+from charnn.text.corpus import Corpus, canonical_source, load_corpus
+from charnn.training import distributed
+from charnn.training.loop import Loop, TrainResult
+from charnn.training.progress import Reporter
 
-COSINE_FLOOR = 0.1
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a finished run reached."""
-
-    run_dir: Path
-    steps: int
-    epochs: float
-    chars_seen: int
-    train_loss: float
-    val_loss: float | None
-    elapsed_s: float
-    stopped_by: str
-
-
-def lr_at(step: int, cfg: TrainConfig, total_steps: float) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warm-up, then constant or cosine to 10%."""
-    if cfg.warmup and step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    if cfg.schedule == "constant":
-        return cfg.lr
-    span = max(total_steps - cfg.warmup, 1)
-    progress = min(max(step - cfg.warmup, 0) / span, 1.0)
-    return cfg.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
+WEIGHT_CHECK_CHARS = 200_000  # enough to see a 0.01-nat change, quick even for big validation splits
 
 
 def train(
@@ -44,48 +34,64 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
     **settings,
 ) -> TrainResult:
-    """Train a model into run folder `out`; `settings` are any ModelConfig/TrainConfig field names."""
-    # Imported here so that `import charnn` stays light (torch loads on first use).
-    from charnn.device import resolve_device
-    from charnn.store.checkpoint import load_checkpoint
-    from charnn.store.rundir import RunDir
-    from charnn.text.corpus import canonical_source, load_corpus
-    from charnn.training import distributed
-    from charnn.training.loop import Trainer
-    from charnn.training.progress import Reporter
+    """Train a model into run folder `out`; `settings` are ModelConfig and TrainConfig fields by name.
 
+    `resume` continues the run in `out` with its own settings (only when to stop and how to report may
+    change); `overwrite` replaces a run there; `clock` gives the seconds time budgets are measured in."""
     ranks = distributed.ranks_from_env()
     main = ranks.is_main
     run = RunDir(out)
-    distributed.start(ranks, resolve_device(settings.get("device") or "auto"))
+    if resume:
+        preset, model_settings, cfg = resume_settings(run.read_args(), settings)
+    else:
+        model_settings, cfg = settings_for(preset, settings)
+    cfg = replace(cfg, data=canonical_source(cfg.data))
+    device = distributed.start(ranks, resolve_device(cfg.device), cfg.dist_timeout)
     try:
-        if resume:  # every rank reads the run's settings; rank 0 alone locks and tidies the folder
+        if resume:  # rank 0 alone locks and tidies the folder
             distributed.together(ranks, lambda: main and run.prepare(resume=True, overwrite=False))
-            preset, model_settings, cfg = resume_settings(run.read_args(), settings)
-        else:
-            model_settings, cfg = resolve_settings(preset, settings)
-        cfg = replace(cfg, data=canonical_source(cfg.data))
         corpus = load_corpus(cfg.data, cfg.encoding)
         model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
-        trainer = Trainer(run, model_cfg, cfg, corpus, preset, Reporter(quiet or not main), ranks)
+        loop = Loop.create(
+            run, model_cfg, cfg, corpus, preset, Reporter(quiet or not main), device, ranks, clock
+        )
         if resume:
-            distributed.together(ranks, lambda: trainer.restore(load_checkpoint(run.checkpoints()[-1])))
+            distributed.together(ranks, lambda: loop.restore(load_checkpoint(run.checkpoints()[-1])))
         else:
             distributed.together(ranks, lambda: main and run.prepare(resume=False, overwrite=overwrite))
         if main:
-            run.truncate_metrics(trainer.step)
-            run.write_args(settings_dict(model_cfg, cfg, preset))
-        result = trainer.run()
+            _warn_skipped(corpus)
+            run.truncate_metrics(loop.step)
+            run.write_args({**run_settings(model_cfg, cfg, preset), "skipped_files": list(corpus.skipped)})
+        result = loop.run()
+        if main and result.stopped_by != "stopped":
+            _check_weight_formats(run, loop.val_ids)
     except BaseException:
         run.unlock()
         distributed.finish(ranks, clean=False)
         raise
     # DistributedDataParallel's reducer holds the process group and sits in reference cycles: left to the
     # interpreter's exit, gloo's threads are torn down too late and the process aborts now and then.
-    trainer = None
+    loop = None
     gc.collect()
     run.unlock()
     distributed.finish(ranks, clean=True)
     return result
+
+
+def _warn_skipped(corpus: Corpus) -> None:
+    """Name each file of a --data folder that was left out (warnings show even with --quiet)."""
+    for path in corpus.skipped:
+        print(f"charnn: warning: {path}: skipped, it looks binary (not text)", file=sys.stderr)
+
+
+def _check_weight_formats(run: RunDir, val_ids) -> None:
+    """Record in model/config.json how the best model's loss changes with reduced-precision weights."""
+    ids = val_ids[:WEIGHT_CHECK_CHARS]
+    if len(ids) < 2:
+        return
+    checks = weight_checks(load_model(run.model_dir).model, ids)
+    update_model_info(run.model_dir, "inference", {"val_chars": len(ids) - 1, "val_loss": checks})

@@ -85,7 +85,7 @@ def test_dropout_between_layers_is_seeded_and_only_in_training():
     assert torch.equal(runs[3], runs[4])  # no dropout outside training
 
 
-def test_the_model_uses_this_layer_only_when_told_and_only_for_training():
+def test_the_model_runs_given_training_layers_only_while_recording_gradients():
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=11, embedding=8, hidden=16, layers=2)).to(torch.bfloat16)
     emb = model.embedding(torch.randint(0, 11, (3, 12)))
@@ -95,7 +95,7 @@ def test_the_model_uses_this_layer_only_when_told_and_only_for_training():
     theirs, _ = fused(emb, state, weights)
     assert not torch.equal(mine, theirs)  # bf16 rounding differs, so equality below tells the kernels apart
     assert torch.equal(model.rnn(emb, state)[0], theirs)
-    model.rnn.use_cpu_layer = True
+    model.rnn.training_layers = cpu_lstm.lstm
     assert torch.equal(model.rnn(emb, state)[0], mine)
     with torch.no_grad():
         assert torch.equal(model.rnn(emb, state)[0], theirs)

@@ -58,7 +58,7 @@ def test_evaluate_api_reports_both_modes_over_the_whole_split(trained_run):
     assert report["chars"] == len(split(corpus.ids, 0.1)[1]) - 1
     assert report["nats_per_char"] == report["carried"]["nats_per_char"]
     assert 0 < report["windows"]["nats_per_char"] < 5
-    everything = charnn.evaluate(trained_run, split_name="all")
+    everything = charnn.evaluate(trained_run, split="all")
     assert everything["chars"] == len(corpus) - 1
 
 

@@ -17,7 +17,7 @@ from charnn.errors import ConfigError
 from charnn.training.distributed import Ranks
 from conftest import TINY_FLAGS, run_cli
 
-FLAGS = [*TINY_FLAGS, "--batch-size", "8", "--log-every", "1", "--eval-every", "4"]
+FLAGS = [*TINY_FLAGS, "--batch-size", "8", "--log-every", "1", "--eval-every", "4", "--dist-timeout", "30s"]
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def corpus(tmp_path):
 
 
 def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 180, wait: bool = True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "CHARNN_DIST_TIMEOUT": "30"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [
         sys.executable,
         "-m",
@@ -92,10 +92,19 @@ def test_two_ranks_of_half_a_batch_equal_one_process(tmp_path, corpus, batching)
 
 
 @pytest.mark.skipif(cpu_kind() == "fp32", reason="this CPU has no native bf16")
-@pytest.mark.parametrize("kernel", ["fused", "charnn"])
-def test_bf16_on_two_ranks_tracks_one_process(tmp_path, corpus, kernel, monkeypatch):
-    monkeypatch.setenv("CHARNN_LSTM_KERNEL", kernel)
-    common = ["--data", str(corpus), "--max-steps", "8", *FLAGS, "--precision", "bf16"]
+@pytest.mark.parametrize("kernel", ["pytorch", "charnn-bf16"])
+def test_bf16_on_two_ranks_tracks_one_process(tmp_path, corpus, kernel):
+    common = [
+        "--data",
+        str(corpus),
+        "--max-steps",
+        "8",
+        *FLAGS,
+        "--precision",
+        "bf16",
+        "--lstm-kernel",
+        kernel,
+    ]
     assert run_cli("train", "--out", "one", *common, cwd=tmp_path).returncode == 0
     double = torchrun("--out", "two", *common, cwd=tmp_path)
     assert double.returncode == 0, why(double)
@@ -103,7 +112,7 @@ def test_bf16_on_two_ranks_tracks_one_process(tmp_path, corpus, kernel, monkeypa
     diff = max_diff(weights(tmp_path / "one" / step), weights(tmp_path / "two" / step))
     print(f"bf16, {kernel} LSTM: 2 ranks x 4 vs 1 x 8, max weight difference after 8 steps {diff:.2e}")
     assert diff < 5e-3  # bf16 rounding of half-batch gradients, averaged in fp32
-    assert json.loads((tmp_path / "two" / step / "state.json").read_text())["recurrent_kernel"] == kernel
+    assert json.loads((tmp_path / "two" / step / "state.json").read_text())["lstm_kernel"] == kernel
 
 
 def test_a_killed_two_rank_run_resumes_on_one_process(tmp_path, corpus):
@@ -124,9 +133,9 @@ def test_a_killed_two_rank_run_resumes_on_one_process(tmp_path, corpus):
 
 
 def test_a_failing_rank_does_not_leave_the_others_hanging(tmp_path, corpus):
-    """Rank 1 raises in the middle of training while rank 0 waits on it in a collective: both end, soon."""
-    started = time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CHARNN_DIST_TIMEOUT": "30"}
+    """Rank 1 raises in the middle of training while rank 0 waits on it in a collective: both end (within the
+    subprocess's time limit, well under --dist-timeout plus torchrun's own)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
         "-m",
@@ -149,7 +158,6 @@ def test_a_failing_rank_does_not_leave_the_others_hanging(tmp_path, corpus):
     assert result.returncode != 0
     assert "rank 1 fails on purpose" in result.stderr
     assert "charnn: error: another process of this run stopped" in result.stderr  # rank 0: one clear line
-    assert time.time() - started < 90
 
 
 def test_global_batch_must_split_evenly():

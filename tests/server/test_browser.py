@@ -7,6 +7,7 @@ import time
 import pytest
 
 from charnn.server import background as server
+from conftest import wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -45,39 +46,29 @@ def browser():
             driver.quit()
 
 
-def wait_for(condition, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
-
 def test_type_generate_stop_copy_and_screenshot(browser, model_run, tmp_path):
     from selenium.webdriver.common.by import By
 
     with server(model_run, "--max-length", "5000") as (base, _):
         browser.get(base + "/")
         find = lambda id_: browser.find_element(By.ID, id_)  # noqa: E731
-        wait_for(lambda: "parameters" in find("model-info").text)
+        wait_until(lambda: "parameters" in find("model-info").text)
         start = find("start")
         start.clear()
         start.send_keys("All:")
         browser.execute_script("document.getElementById('length').value = 5000")
         find("generate").click()
-        wait_for(lambda: len(find("output").text) > 40)  # characters arrive while it runs
+        wait_until(lambda: len(find("output").text) > 40)  # characters arrive while it runs
         assert find("output").text.startswith("All:")
         assert find("stop").is_enabled() and not find("generate").is_enabled()
         find("stop").click()
-        wait_for(lambda: find("status").text.startswith("Stopped"))
+        wait_until(lambda: find("status").text.startswith("Stopped"))
         stopped_at = len(find("output").text)
         time.sleep(0.5)
         assert len(find("output").text) == stopped_at  # nothing more after Stop
         assert find("generate").is_enabled() and find("copy").is_enabled()
         find("copy").click()
-        wait_for(lambda: "Copied" in find("status").text)
+        wait_until(lambda: "Copied" in find("status").text)
         browser.save_screenshot(str(tmp_path / "playground.png"))
     assert (tmp_path / "playground.png").stat().st_size > 10_000
 
@@ -90,12 +81,12 @@ def test_keyboard_only_and_phone_width(browser, model_run, tmp_path):
         browser.set_window_size(390, 844)
         browser.get(base + "/")
         find = lambda id_: browser.find_element(By.ID, id_)  # noqa: E731
-        wait_for(lambda: "parameters" in find("model-info").text)
+        wait_until(lambda: "parameters" in find("model-info").text)
         assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         find("start").send_keys(Keys.CONTROL, "a")  # keyboard only: select the example text, type over it
         find("start").send_keys("All:")
         find("start").send_keys(Keys.CONTROL, Keys.ENTER)
-        wait_for(lambda: "characters in" in find("status").text)  # 500 chars, then done
+        wait_until(lambda: "characters in" in find("status").text)  # 500 chars, then done
         assert len(find("output").text) > 500
         browser.switch_to.active_element.send_keys(Keys.TAB)  # focus moves on through the controls
         assert browser.switch_to.active_element.get_attribute("id") == "temperature"
@@ -109,9 +100,9 @@ def test_errors_reach_the_page(browser, model_run):
     with server(model_run) as (base, _):
         browser.get(base + "/")
         find = lambda id_: browser.find_element(By.ID, id_)  # noqa: E731
-        wait_for(lambda: "parameters" in find("model-info").text)
+        wait_until(lambda: "parameters" in find("model-info").text)
         find("start").clear()
         find("start").send_keys("Zebra~")
         find("generate").click()
-        wait_for(lambda: "never saw" in find("status").text)
+        wait_until(lambda: "never saw" in find("status").text)
         assert find("generate").is_enabled()

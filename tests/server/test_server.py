@@ -5,15 +5,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
 
-from charnn.server import background
-from conftest import assert_clean_error, run_cli
-
-server = background  # charnn serve in a subprocess on a free port of 127.0.0.1
+from charnn.server import background as server
+from conftest import assert_clean_error, events, run_cli, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -21,19 +18,6 @@ def api(model_run):
     flags = ("--max-length", "1000000", "--max-running", "1", "--max-waiting", "1")
     with server(model_run, *flags) as (base, _):
         yield base
-
-
-def events(response: httpx.Response):
-    """(event, data) pairs of a Server-Sent Events response, as they arrive."""
-    kind, data = "message", None
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            data = json.loads(line[6:])
-        elif line == "" and data is not None:
-            yield kind, data
-            kind, data = "message", None
 
 
 def test_start_message_names_the_url(model_run):
@@ -80,7 +64,7 @@ def test_stream_sends_one_event_per_character(api):
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({"length": 1_000_001}, "limit of 1000000"),
+        ({"length": 1_000_001}, "less than or equal to 1000000"),
         ({"temperature": 0}, "greater than 0"),
         ({"top_p": 1.5}, "less than or equal to 1"),
         ({"start": "Zebra~"}, "never saw"),
@@ -93,6 +77,19 @@ def test_bad_requests_are_422_with_the_reason(api, body, needle):
     assert needle in json.dumps(response.json())
     stream = httpx.get(api + "/v1/generate/stream", params=body)
     assert stream.status_code == 422 and needle in json.dumps(stream.json())
+
+
+def test_the_servers_own_limits_are_422_naming_the_limit(model_run):
+    with server(model_run, "--max-length", "50", "--max-samples", "2") as (base, _):
+        for body, needle in (
+            ({"length": 51}, "length 51 is over this server's limit of 50"),
+            ({"num_samples": 3, "length": 10}, "num_samples 3 is over this server's limit of 2"),
+            ({"start": "a" * 2001, "length": 10}, "length 2001 is over this server's limit of 2000"),
+        ):
+            response = httpx.post(base + "/v1/generate", json=body)
+            assert response.status_code == 422 and needle in response.json()["detail"]
+        assert httpx.get(base + "/v1/model").json()["limits"]["max_samples"] == 2
+        assert httpx.post(base + "/v1/generate", json={"length": 50, "num_samples": 2}).status_code == 200
 
 
 def test_oversized_body_is_413(api):
@@ -132,13 +129,6 @@ def test_too_many_at_once_get_503_and_disconnect_stops_generation(api):
     assert not running.is_alive() and not waiting.is_alive()
     wait_until(lambda: stats()["waiting_or_running"] == 0)
     assert stats()["active"] == 0 and len(first_chars) < 1_000_000
-
-
-def wait_until(condition, timeout=20.0):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_time_limit_ends_a_generation(model_run):

@@ -16,10 +16,11 @@ from safetensors.torch import load_file
 import charnn
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import ModelFileError, TrainingError
-from charnn.store.checkpoint import load_checkpoint, load_model
+from charnn.store.checkpoint import load_checkpoint
+from charnn.store.model_dir import load_model
 from charnn.store.rundir import RunDir
 from charnn.text.corpus import load_corpus
-from charnn.training.loop import Trainer
+from charnn.training.loop import Loop
 from charnn.training.progress import Reporter
 from conftest import TINY, TINY_FLAGS, assert_clean_error, run_cli
 
@@ -162,14 +163,14 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
         data=str(corpus), max_steps=4, **{k: v for k, v in TINY.items() if k not in ("hidden", "embedding")}
     )
     model_cfg = ModelConfig(vocab_size=len(data.vocab), hidden=32, embedding=16)
-    trainer = Trainer(run, model_cfg, cfg, data, "seed", Reporter(quiet=True))
-    trainer.run()
+    loop = Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True))
+    loop.run()
     before = snapshot(run.path / "checkpoints")
     with torch.no_grad():
-        trainer.model.head.bias[0] = math.nan  # what an overflow does to a weight
-    trainer.step_limit = 8
+        loop.train_step.model.head.bias[0] = math.nan  # what an overflow does to a weight
+    loop.step_limit = 8
     with pytest.raises(TrainingError, match="loss became nan at step 5; the last good checkpoint is kept"):
-        trainer.run()
+        loop.run()
     assert snapshot(run.path / "checkpoints") == before
     assert torch.isfinite(load_model(run.path).model.head.bias).all()
 

@@ -1,16 +1,18 @@
 import json
 import math
+from dataclasses import fields
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import charnn
-from charnn.config import TrainConfig, parse_duration, resolve_settings
+from charnn.config import TrainConfig, parse_duration
 from charnn.device import cpu_kind
 from charnn.errors import ConfigError, DataError, RunDirError
-from charnn.training.run import lr_at
-from conftest import TINY
+from charnn.presets import settings_for
+from charnn.training.schedule import lr_at
+from conftest import TINY, FakeClock
 
 
 def weights(run):
@@ -32,7 +34,7 @@ def test_run_folder_has_the_documented_layout(trained_run):
         assert files == ["model.safetensors", "optimizer.safetensors", "state.json"]
     args = json.loads((trained_run / "train_args.json").read_text())
     assert args["train"]["lr"] == 1e-3 and args["train"]["seq_len"] == 32 and args["model"]["hidden"] == 32
-    assert set(args["train"]) == set(TrainConfig.__dataclass_fields__)
+    assert set(args["train"]) == {f.name for f in fields(TrainConfig)} and args["skipped_files"] == []
     lines = [json.loads(x) for x in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert any("val_loss" in x for x in lines) and any("loss" in x and "chars_per_s" in x for x in lines)
 
@@ -70,43 +72,54 @@ def test_same_seed_gives_identical_weights(tmp_path, corpus_file):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-KERNELS = [("fp32", "fused")]
+KERNELS = [("fp32", "pytorch")]
 if cpu_kind() != "fp32":
-    KERNELS += [("bf16", "fused"), ("bf16", "charnn")]
+    KERNELS += [("bf16", "pytorch"), ("bf16", "charnn-bf16")]
 
 
 @pytest.mark.parametrize("precision, kernel", KERNELS)
 @pytest.mark.parametrize("batching", ["windows", "stream"])
-def test_resume_continues_bit_for_bit(tmp_path, corpus_file, batching, precision, kernel, monkeypatch):
-    monkeypatch.setenv("CHARNN_LSTM_KERNEL", kernel)
+def test_resume_continues_bit_for_bit(tmp_path, corpus_file, batching, precision, kernel):
     common = dict(
         data=str(corpus_file), batching=batching, dropout=0.1, io_dropout=0.1, layers=2, quiet=True, **TINY
     )
-    common["precision"] = precision
+    common.update(precision=precision, lstm_kernel=kernel)
     charnn.train(tmp_path / "straight", max_steps=20, **common)
     charnn.train(tmp_path / "split", max_steps=9, **common)
-    monkeypatch.setenv("CHARNN_LSTM_KERNEL", "auto")  # the resumed run keeps the kernel the run started with
     result = charnn.train(tmp_path / "split", resume=True, max_steps=20, quiet=True)
     assert result.steps == 20
     a = load_file(str(tmp_path / "straight/checkpoints/step-000000020/model.safetensors"))
     b = load_file(str(tmp_path / "split/checkpoints/step-000000020/model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     state = json.loads((tmp_path / "split/checkpoints/step-000000020/state.json").read_text())
-    assert state["recurrent_kernel"] == kernel
+    assert state["lstm_kernel"] == kernel
     config = json.loads((tmp_path / "split/model/config.json").read_text())
-    assert config["training"]["recurrent_kernel"] == kernel
+    assert config["training"]["lstm_kernel"] == kernel
 
 
 @pytest.mark.skipif(cpu_kind() == "fp32", reason="this CPU has no native bf16")
-def test_the_two_bf16_lstm_kernels_learn_alike(tmp_path, corpus_file, monkeypatch):
+def test_a_resumed_run_keeps_the_lstm_kernel_it_chose(tmp_path, corpus_file):
+    common = {**TINY, "precision": "bf16", "lstm_kernel": "auto"}
+    charnn.train(tmp_path / "run", data=str(corpus_file), max_steps=3, quiet=True, **common)
+    chosen = json.loads((tmp_path / "run/checkpoints/step-000000003/state.json").read_text())["lstm_kernel"]
+    assert chosen in ("pytorch", "charnn-bf16")
+    other = "pytorch" if chosen == "charnn-bf16" else "charnn-bf16"
+    with pytest.raises(ConfigError, match=f"lstm_kernel 'auto' -> '{other}'"):
+        charnn.train(tmp_path / "run", resume=True, max_steps=5, lstm_kernel=other, quiet=True)
+    charnn.train(tmp_path / "run", resume=True, max_steps=5, quiet=True)
+    resumed = json.loads((tmp_path / "run/checkpoints/step-000000005/state.json").read_text())
+    assert resumed["lstm_kernel"] == chosen
+
+
+@pytest.mark.skipif(cpu_kind() == "fp32", reason="this CPU has no native bf16")
+def test_the_two_bf16_lstm_kernels_learn_alike(tmp_path, corpus_file):
     losses = {}
-    for kernel in ("fused", "charnn"):
-        monkeypatch.setenv("CHARNN_LSTM_KERNEL", kernel)
-        common = {**TINY, "precision": "bf16"}
+    for kernel in ("pytorch", "charnn-bf16"):
+        common = {**TINY, "precision": "bf16", "lstm_kernel": kernel}
         result = charnn.train(tmp_path / kernel, data=str(corpus_file), max_steps=40, quiet=True, **common)
         losses[kernel] = result.train_loss
     print(f"bf16 train loss after 40 steps: {losses}")
-    assert abs(losses["charnn"] - losses["fused"]) / losses["fused"] < 0.01
+    assert abs(losses["charnn-bf16"] - losses["pytorch"]) / losses["pytorch"] < 0.01
 
 
 def test_resume_refuses_other_settings_but_allows_new_stopping_point(tmp_path, corpus_file):
@@ -189,15 +202,15 @@ def test_learning_rate_schedules():
 
 
 def test_presets_and_overrides():
-    model, cfg = resolve_settings("seed", {})
+    model, cfg = settings_for("seed", {})
     assert model == {} and cfg == TrainConfig()
     assert cfg.epoch_limit == 10
-    model, cfg = resolve_settings("small", {"hidden": 128, "lr": None})
+    model, cfg = settings_for("small", {"hidden": 128, "lr": None})
     assert model["hidden"] == 128 and cfg.lr == 3e-3
     with pytest.raises(ConfigError, match="unknown preset"):
-        resolve_settings("huge", {})
-    with pytest.raises(ConfigError, match="--hidden|hidden"):
-        resolve_settings("seed", {"hidden": -3})
+        settings_for("huge", {})
+    with pytest.raises(ConfigError, match="--hidden must be at least 1, got -3"):
+        settings_for("seed", {"hidden": -3})
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("2h", 7200), ("1.5", 1.5)])
@@ -211,27 +224,26 @@ def test_bad_durations(bad):
         parse_duration(bad)
 
 
-def test_time_budget_stops_training(tmp_path, corpus_file):
-    result = charnn.train(tmp_path / "run", data=str(corpus_file), time_budget=1.0, quiet=True, **TINY)
+def test_time_budget_stops_training_after_that_much_step_time(tmp_path, corpus_file):
+    clock = FakeClock(tick=0.25)  # every training step takes a quarter of a second
+    result = charnn.train(
+        tmp_path / "run", data=str(corpus_file), time_budget=1.5, quiet=True, clock=clock, **TINY
+    )
     assert result.stopped_by == "time budget"
-    assert 1.0 <= result.elapsed_s < 3.0 and math.isfinite(result.train_loss)
+    assert result.steps == 6 and result.elapsed_s == 1.5 and math.isfinite(result.train_loss)
+    assert json.loads((tmp_path / "run/model/config.json").read_text())["training"]["steps"] == 6
 
 
 def test_cosine_schedule_is_sized_to_the_time_budget(tmp_path, corpus_file):
-    charnn.train(
-        tmp_path / "run",
-        data=str(corpus_file),
-        time_budget=2.0,
-        schedule="cosine",
-        lr=0.01,
-        quiet=True,
-        **{**TINY, "log_every": 5},
-    )
-    lrs = [
-        json.loads(x)["lr"] for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines() if '"lr"' in x
-    ]
-    assert len(lrs) > 10
-    assert lrs[0] > 0.009 and lrs[-1] < 0.004  # decayed most of the way to 10% within the budget
+    clock = FakeClock(tick=1 / 64)  # a power of two: the budget's sums are exact
+    settings = dict(time_budget=100 / 64, schedule="cosine", lr=0.01, quiet=True, clock=clock)
+    result = charnn.train(tmp_path / "run", data=str(corpus_file), **settings, **{**TINY, "log_every": 5})
+    assert result.steps == 100
+    logged = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines() if '"lr"' in x]
+    cfg = TrainConfig(schedule="cosine", lr=0.01)
+    for line in logged[2:]:  # from step 10 on, the schedule is sized to the 100 steps the budget allows
+        assert line["lr"] == pytest.approx(lr_at(line["step"] - 1, cfg, 100))
+    assert logged[-1]["lr"] < 0.0011  # decayed to 10% at the end of the budget
 
 
 def test_stream_batching_clips_by_default():

@@ -1,0 +1,149 @@
+"""The named presets, each with what it reached and where; and how a run's settings are put together from a
+preset (or a saved run) and the settings given beside it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from types import MappingProxyType
+from typing import Any
+
+from charnn.config import ModelConfig, TrainConfig, declared
+from charnn.errors import ConfigError
+
+_ZEN5 = "AMD EPYC with AVX-512 bf16, 2 cores, torch 2.13.0"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Settings that replace the tutorial's defaults, what they are for, and the figure they reached."""
+
+    help: str
+    measured: str  # the exact validation loss on tiny Shakespeare (state carried), the time, and the machine
+    settings: MappingProxyType
+
+
+def _preset(help: str, measured: str, **settings: Any) -> Preset:
+    return Preset(help, measured, MappingProxyType(settings))
+
+
+_CPU_BUDGET = {
+    "cell": "gru",
+    "layers": 2,
+    "hidden": 512,
+    "embedding": 64,
+    "dropout": 0.1,
+    "io_dropout": 0.2,
+    "seq_len": 64,
+    "batch_size": 128,
+    "batching": "stream",
+    "lr": 3e-3,
+    "warmup": 100,
+    "schedule": "cosine",
+    "weight_decay": 0.01,
+    "clip": 1.0,
+}
+
+CATALOGUE: dict[str, Preset] = {
+    "seed": _preset(
+        "the tutorial's model and loop: LSTM 1024, embedding 256, windows of 100, batch 64, 10 epochs",
+        f"1.4802 in 503 s ({_ZEN5}, 2026-12-01)",
+    ),
+    "tiny": _preset(
+        "LSTM 128, 2000 steps: a model in well under a minute, for tests and demos",
+        f"1.7865 in 8 s ({_ZEN5}, 2026-11-25)",
+        embedding=32,
+        hidden=128,
+        seq_len=64,
+        batch_size=32,
+        lr=5e-3,
+        schedule="cosine",
+        warmup=20,
+        clip=1.0,
+        max_steps=2000,
+    ),
+    "small": _preset(
+        "LSTM 512, embedding 64, 1000 steps, cosine LR: Shakespeare-like text in ~2 min on 2 cores",
+        f"1.6098 in 99 s ({_ZEN5}, 2026-11-25)",
+        embedding=64,
+        hidden=512,
+        seq_len=100,
+        batch_size=64,
+        lr=3e-3,
+        schedule="cosine",
+        warmup=50,
+        clip=1.0,
+        max_steps=1000,
+    ),
+    "cpu-5m": _preset(
+        "2 x GRU 512, 128 streams of 64-char windows, dropout, AdamW 5e-3, cosine sized to 5 minutes",
+        f"1.4399 in 300 s ({_ZEN5}, 2026-11-25)",
+        **{**_CPU_BUDGET, "lr": 5e-3, "time_budget": 300.0},
+    ),
+    "cpu-10m": _preset(
+        "the cpu-5m recipe with more dropout and AdamW 3e-3, cosine sized to 10 minutes",
+        f"1.4384 in 600 s ({_ZEN5}, 2026-11-25)",
+        **{**_CPU_BUDGET, "dropout": 0.2, "time_budget": 600.0},
+    ),
+    "gpu": _preset(
+        "3 x LSTM 1024 for a CUDA GPU, 5,000 steps of 128 x 256 chars (not yet measured)",
+        "not measured yet (no GPU was available)",
+        layers=3,
+        hidden=1024,
+        embedding=128,
+        dropout=0.3,
+        seq_len=256,
+        batch_size=128,
+        batching="random",
+        lr=2e-3,
+        warmup=200,
+        schedule="cosine",
+        weight_decay=0.01,
+        clip=1.0,
+        max_steps=5000,
+        device="cuda",
+    ),
+}
+PRESETS: dict[str, dict] = {name: dict(p.settings) for name, p in CATALOGUE.items()}
+
+MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}
+TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+# Settings a resumed run may change: they decide when to stop or how to report, not what is learnt.
+RESUMABLE = frozenset(d.name for d in declared(TrainConfig) if d.how.resumable)
+
+
+def describe_presets() -> str:
+    return "\n".join(f"  {name:<8} {preset.help}" for name, preset in CATALOGUE.items())
+
+
+def settings_for(preset: str, overrides: dict, base: dict | None = None) -> tuple[dict, TrainConfig]:
+    """Model settings (without the vocabulary size) and TrainConfig: a preset's (or a saved run's `base`)
+    with the given `overrides` on top; None in `overrides` means not given."""
+    if preset not in CATALOGUE:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(CATALOGUE)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - MODEL_FIELDS - TRAIN_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+    merged = {**(base if base is not None else PRESETS[preset]), **given}
+    model = {k: v for k, v in merged.items() if k in MODEL_FIELDS}
+    ModelConfig(**model)  # checked early, before any data is read
+    return model, TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_FIELDS})
+
+
+def resume_settings(saved: dict, overrides: dict) -> tuple[str, dict, TrainConfig]:
+    """A resumed run's preset and settings: the saved ones; only when to stop and how to report may change."""
+    preset = saved.get("preset", "seed")
+    base = {**saved.get("model", {}), **saved.get("train", {})}
+    base.pop("vocab_size", None)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    changed = sorted(k for k, v in given.items() if k not in RESUMABLE and base.get(k, v) != v)
+    if changed:
+        diffs = ", ".join(f"{k} {base.get(k)!r} -> {given[k]!r}" for k in changed)
+        raise ConfigError(f"cannot resume with different settings ({diffs}); start a new run instead")
+    model, cfg = settings_for(preset, given, base)
+    return preset, model, cfg
+
+
+def run_settings(model: ModelConfig, cfg: TrainConfig, preset: str) -> dict:
+    """What train_args.json holds: every setting used, defaults included."""
+    return {"preset": preset, "model": model.to_dict(), "train": asdict(cfg)}

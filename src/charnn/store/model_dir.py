@@ -1,0 +1,163 @@
+"""The self-contained model folder: weights (safetensors), vocabulary and config (JSON), all generate needs.
+
+Nothing is ever pickled: a model from a stranger cannot run code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from torch import nn
+
+from charnn.errors import CharnnError, ModelFileError
+from charnn.fileio import read_json, write_folder, write_json
+from charnn.nn.model import CharRNN, ModelConfig, parameter_shapes
+from charnn.text.vocab import Vocab
+
+FORMAT_VERSION = 1
+MODEL_DIR = "model"
+
+
+def fp32_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
+
+
+def save_model(directory: Path, model: CharRNN, vocab: Vocab, training: dict) -> None:
+    """Write a self-contained model folder: weights, vocabulary and config (with the weights' sha256)."""
+    weights = save_tensors(fp32_tensors(model))
+    config = {
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "training": training,
+    }
+    files = {
+        "model.safetensors": weights,
+        "vocab.json": vocab.to_json().encode("utf-8"),
+        "config.json": (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+    }
+    write_folder(Path(directory), files)
+
+
+@dataclass
+class LoadedModel:
+    """A model read back from its folder, with its vocabulary and the contents of config.json."""
+
+    model: CharRNN
+    vocab: Vocab
+    config: ModelConfig
+    info: dict
+    path: Path
+
+
+def update_model_info(directory: Path, key: str, value: object) -> None:
+    """Set one top-level entry of a model's config.json (not the weights or their hash), atomically."""
+    info = read_json(directory / "config.json")
+    info[key] = value
+    write_json(directory / "config.json", info)
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model folder meant by `path`: a run folder's model/ or a model folder itself."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelFileError(f"{p}: no such run or model folder")
+    # A crash between the two renames of a model swap leaves only the previous model, under a temp name.
+    swapped_out = sorted(p.glob(f".{MODEL_DIR}.old-*"))
+    for candidate in (p / MODEL_DIR, p, *swapped_out):
+        if (candidate / "config.json").exists() or (candidate / "model.safetensors").exists():
+            return candidate
+    raise ModelFileError(f"{p}: not a charnn run or model folder (no config.json or {MODEL_DIR}/ inside)")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> LoadedModel:
+    """Load a model folder (or a run folder's best model), checking it is complete and untampered."""
+    directory = resolve_model_dir(path)
+    info = read_json(directory / "config.json")
+    version = info.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{directory / 'config.json'}: no format_version; not a charnn model config")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{directory}: saved by a newer charnn (format {version}, this one reads {FORMAT_VERSION}); "
+            "upgrade charnn"
+        )
+    if not isinstance(info.get("training", {}), dict):
+        raise ModelFileError(f"{directory / 'config.json'}: 'training' must be a JSON object")
+    try:
+        config = ModelConfig.from_dict(info.get("model", {}))
+    except (CharnnError, TypeError) as e:
+        raise ModelFileError(f"{directory / 'config.json'}: {e}") from None
+    try:
+        vocab_text = (directory / "vocab.json").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{directory / 'vocab.json'}: cannot be read ({e})") from None
+    vocab = Vocab.from_json(vocab_text, str(directory / "vocab.json"))
+    if len(vocab) != config.vocab_size:
+        raise ModelFileError(
+            f"{directory / 'vocab.json'}: holds {len(vocab)} characters but the model was built "
+            f"for {config.vocab_size}"
+        )
+    weights_path = directory / "model.safetensors"
+    sha256 = info.get("weights_sha256")
+    if verify and not isinstance(sha256, str):
+        raise ModelFileError(
+            f"{directory / 'config.json'}: records no weights_sha256 to check the weights against; "
+            "pass --no-verify to load them anyway"
+        )
+    tensors = read_tensors(weights_path, sha256 if verify else None)
+    check_weights(tensors, parameter_shapes(config), weights_path)  # before allocating a model
+    model = CharRNN(config, init=False)
+    model.load_state_dict(tensors)
+    model.to(device).eval()
+    return LoadedModel(model, vocab, config, info, directory)
+
+
+def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; with `sha256`, refuse a file whose hash differs."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing") from None
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelFileError(
+            f"{path}: sha256 does not match the one recorded at save time (damaged or modified); "
+            "pass --no-verify to load it anyway"
+        )
+    try:
+        return load_tensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy `tensors` into `module`, refusing missing or extra names, other shapes and other dtypes."""
+    check_weights(tensors, {k: tuple(v.shape) for k, v in module.state_dict().items()}, path)
+    module.load_state_dict(tensors)
+
+
+def check_weights(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: Path) -> None:
+    """Refuse weights with missing or extra names, other shapes or a dtype other than float32."""
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        parts = [
+            f"missing {', '.join(missing)}" if missing else "",
+            f"unexpected {', '.join(extra)}" if extra else "",
+        ]
+        raise ModelFileError(f"{path}: weights do not match the config ({'; '.join(p for p in parts if p)})")
+    for name, t in sorted(tensors.items()):
+        if tuple(t.shape) != expected[name]:
+            shape = tuple(t.shape)
+            raise ModelFileError(f"{path}: {name} has shape {shape}, the config needs {expected[name]}")
+        if t.dtype != torch.float32:
+            raise ModelFileError(f"{path}: {name} is {t.dtype}, expected torch.float32")
