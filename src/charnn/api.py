@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from charnn.config import EvaluateConfig, GenerateConfig, SamplingConfig, build_each
+from charnn.config import EvaluateConfig, GenerateConfig, SamplingConfig
+from charnn.declare import build_each
 from charnn.device import resolve_device
 from charnn.errors import ConfigError, DataError
 from charnn.evaluation import EVAL_WINDOW, loss_carried, loss_windows

@@ -17,11 +17,10 @@ from charnn.config import (
     SamplingConfig,
     ServeConfig,
     TrainConfig,
-    build,
     command_settings,
     debug,
-    declared,
 )
+from charnn.declare import build, declared
 from charnn.errors import CharnnError
 
 SEPARATOR = "\n" + "-" * 40 + "\n"

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, fields
 from types import MappingProxyType
 from typing import Any
 
-from charnn.config import ModelConfig, TrainConfig, declared
+from charnn.config import ModelConfig, TrainConfig
+from charnn.declare import declared
 from charnn.errors import ConfigError
 
 _ZEN5 = "AMD EPYC with AVX-512 bf16, 2 cores, torch 2.13.0"

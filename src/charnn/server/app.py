@@ -21,7 +21,8 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, create_model
 
 from charnn.api import describe, stream
-from charnn.config import SamplingConfig, ServeConfig, declared
+from charnn.config import SamplingConfig, ServeConfig
+from charnn.declare import declared
 from charnn.errors import CharnnError
 from charnn.store.model_dir import LoadedModel
 

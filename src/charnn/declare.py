@@ -1,0 +1,195 @@
+"""How a setting is declared, checked and shown: the machinery behind the declarations in config.py.
+
+A setting is a field of a frozen dataclass made with `setting(default, help, ...)`; `declared(cls)` lists a
+class's settings with their flag names, types and bounds, `settle` checks an instance, and `build` makes one
+from keywords, as the command line, the Python API and the HTTP API do.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
+from typing import Any
+
+from charnn.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one setting is checked and shown; its name, default and type are those of its dataclass field."""
+
+    help: str
+    choices: tuple[str, ...] = ()
+    ge: float | None = None  # bounds: at least (ge), above (gt), at most (le), below (lt)
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    hint: str = ""  # advice added to the message when the check fails
+    shown_default: str = ""  # how --help and the docs show a default that is not a plain value
+    group: str = ""  # the section of --help it is listed in
+    aliases: tuple[str, ...] = ()  # older flag spellings, still accepted (also as Python keywords)
+    old_values: tuple[tuple[str, str], ...] = ()  # (older spelling, value) pairs, still accepted
+    parse: Callable[[str], Any] | None = (
+        None  # command-line text to value, where int() or float() will not do
+    )
+    resumable: bool = False  # a resumed run may change it: it decides when to stop or how to report
+    exclusive: str = ""  # flags sharing this name cannot be given together on the command line
+    commands: tuple[str, ...] = ()  # the commands taking it, where not all of its class's commands do
+    flag: bool = True  # False: set by charnn itself, not by a flag
+
+
+def setting(default: Any, help: str, **how: Any) -> Any:
+    """Declare a setting: a dataclass field with its default and how it is checked and shown.
+
+    A callable default is called each time a config is built (for defaults read from the environment)."""
+    metadata = {"setting": Setting(help, **how)}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared setting, as the command line, the Python API and the HTTP API see it."""
+
+    name: str
+    kind: type  # bool, int, float or str
+    optional: bool  # None is allowed: the setting is unset
+    how: Setting
+    factory: Callable[[], Any]
+
+    @property
+    def default(self) -> Any:
+        return self.factory()
+
+    @property
+    def flag(self) -> str:
+        """`--top-k` for top_k; a switch that is on by default is turned off with `--no-NAME`."""
+        prefix = "--no-" if self.kind is bool and self.default is True else "--"
+        return prefix + self.name.replace("_", "-")
+
+    @property
+    def alias_names(self) -> tuple[str, ...]:
+        """The older spellings as Python keywords."""
+        return tuple(a.removeprefix("--").replace("-", "_") for a in self.how.aliases)
+
+    def shown_default(self) -> str:
+        """The default as --help and docs/cli.md show it."""
+        if self.how.shown_default:
+            return self.how.shown_default
+        if self.kind is bool:
+            return "off"
+        return "none" if self.default is None else str(self.default)
+
+    def takes(self, command: str, class_commands: tuple[str, ...]) -> bool:
+        return self.how.flag and command in (self.how.commands or class_commands)
+
+    def settle(self, value: Any) -> Any:
+        """The value with an older spelling replaced, or ConfigError saying what is wrong with it."""
+        value = dict(self.how.old_values).get(value, value) if isinstance(value, str) else value
+        problem = self.problem(value)
+        if problem:
+            hint = f" ({self.how.hint})" if self.how.hint else ""
+            raise ConfigError(f"{self.flag} {problem}, got {value!r}{hint}")
+        return value
+
+    def problem(self, value: Any) -> str:
+        """What is wrong with `value` for this setting ("" when nothing is)."""
+        if value is None:
+            return "" if self.optional else "must be given"
+        if self.kind is bool:
+            return "" if isinstance(value, bool) else "must be true or false"
+        if self.kind is str:
+            if not isinstance(value, str):
+                return "must be text"
+            if self.how.choices and value not in self.how.choices:
+                return f"must be one of {', '.join(self.how.choices)}"
+            return ""
+        if isinstance(value, bool) or not isinstance(value, int if self.kind is int else (int, float)):
+            return "must be an integer" if self.kind is int else "must be a number"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        return self._bounds_problem(value)
+
+    def _bounds_problem(self, value: float) -> str:
+        h = self.how
+        low, high = (h.ge, h.gt), (h.le, h.lt)
+        fits = (h.ge is None or value >= h.ge) and (h.gt is None or value > h.gt)
+        fits = fits and (h.le is None or value <= h.le) and (h.lt is None or value < h.lt)
+        if fits:
+            return ""
+        if any(b is not None for b in low) and any(b is not None for b in high):
+            if self.kind is int and h.ge is not None and h.le is not None:
+                return f"must be between {_number(h.ge)} and {_number(h.le)}"
+            left = f"[{_number(h.ge)}" if h.ge is not None else f"({_number(h.gt)}"
+            right = f"{_number(h.le)}]" if h.le is not None else f"{_number(h.lt)})"
+            return f"must be in {left}, {right}"
+        if h.ge is not None:
+            return "must be 0 or more" if h.ge == 0 else f"must be at least {_number(h.ge)}"
+        if h.gt is not None:
+            return "must be positive" if h.gt == 0 else f"must be above {_number(h.gt)}"
+        return f"must be at most {_number(h.le)}" if h.le is not None else f"must be below {_number(h.lt)}"
+
+
+def _number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def _kind(annotation: Any) -> tuple[type, bool]:
+    """(bool/int/float/str, whether None is allowed) of a field's type annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:
+        return args[0], True
+    return annotation, False
+
+
+@cache
+def declared(cls: type) -> tuple[Declared, ...]:
+    """The settings declared in dataclass `cls`, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        if "setting" not in f.metadata:
+            continue
+        kind, optional = _kind(hints[f.name])
+        factory = f.default_factory if f.default is MISSING else (lambda d=f.default: d)
+        out.append(Declared(f.name, kind, optional, f.metadata["setting"], factory))
+    return tuple(out)
+
+
+def settle(config: object, skip: tuple[str, ...] = ()) -> None:
+    """Check every declared setting of a frozen dataclass instance (but those in `skip`), putting older
+    spellings of values into their current form; raises ConfigError naming the flag."""
+    for d in declared(type(config)):
+        if d.name not in skip:
+            object.__setattr__(config, d.name, d.settle(getattr(config, d.name)))
+
+
+def _names(cls: type) -> dict[str, str]:
+    """Every keyword a settings class takes (older spellings too), to its field's name."""
+    names: dict[str, str] = {}
+    for d in declared(cls):
+        names.update({d.name: d.name, **dict.fromkeys(d.alias_names, d.name)})
+    return names
+
+
+def build(cls: type, given: dict[str, Any]) -> Any:
+    """An instance of settings class `cls` from keywords (older spellings accepted; None: not given)."""
+    (config,) = build_each(given, cls)
+    return config
+
+
+def build_each(given: dict[str, Any], *classes: type) -> tuple:
+    """One instance of each settings class, each taking its own keywords from `given`; unknown keywords are
+    refused, None means not given."""
+    taken: list[dict[str, Any]] = [{} for _ in classes]
+    for key, value in given.items():
+        owners = [i for i, cls in enumerate(classes) if key in _names(cls)]
+        if not owners:
+            raise ConfigError(f"unknown setting {key!r}")
+        if value is not None:
+            taken[owners[0]][_names(classes[owners[0]])[key]] = value
+    return tuple(cls(**kwargs) for cls, kwargs in zip(classes, taken, strict=True))
