@@ -53,7 +53,7 @@ def platform_key() -> str:
     return f"{torch.backends.cpu.get_cpu_capability()}-{cpu_kind()}-torch{torch.__version__}"
 
 
-def _cli(*args: str, cwd: Path) -> str:
+def cli(*args: str, cwd: Path) -> str:
     """stdout of `charnn ARGS` run in `cwd`, with that folder's path written as <folder>."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
@@ -69,17 +69,15 @@ def outputs(folder: Path) -> dict:
     (folder / "corpus.txt").write_text(PARAGRAPH * 100, encoding="utf-8")
     result: dict = {}
     for name, flags in TRAININGS.items():
-        _cli("train", "--out", name, "--quiet", *flags, cwd=folder)
+        cli("train", "--out", name, "--quiet", *flags, cwd=folder)
         config = json.loads((folder / name / "model" / "config.json").read_text())
         metrics = [json.loads(x) for x in (folder / name / "metrics.jsonl").read_text().splitlines()]
         result[name] = {
             "weights_sha256": config["weights_sha256"],
             "weight_checks": config["inference"],
             "metrics": [{k: m[k] for k in METRIC_KEYS if k in m} for m in metrics],
-            "generate": {" ".join(args): _cli("generate", name, *args, cwd=folder) for args in GENERATE},
-            "evaluate": {
-                " ".join(args): _cli("evaluate", name, *args, cwd=folder) for args in EVALUATE[name]
-            },
+            "generate": {" ".join(args): cli("generate", name, *args, cwd=folder) for args in GENERATE},
+            "evaluate": {" ".join(args): cli("evaluate", name, *args, cwd=folder) for args in EVALUATE[name]},
         }
     return result
 

@@ -99,15 +99,16 @@ def option_entries(help_text: str) -> list[str]:
     return entries
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "evaluate", "info"])
-def test_help_lists_every_flag_with_its_default(command):
+@pytest.mark.parametrize("command", ["train", "generate", "evaluate", "info", "serve", "bench"])
+def test_help_lists_every_flag_once_with_its_default(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0
-    entries = option_entries(result.stdout)
-    assert any("--" in e and "--help" not in e for e in entries)
+    entries = [e for e in option_entries(result.stdout) if not e.strip().startswith("-h, --help")]
+    assert entries
+    flags = [re.match(r"\s+(--[a-z-]+)", e).group(1) for e in entries]
+    assert len(flags) == len(set(flags)), flags
     for entry in entries:
-        takes_value = re.match(r"\s+--[a-z-]+ [A-Z_{]", entry) is not None
-        assert not takes_value or "default" in entry, entry
+        assert "(default: " in entry, entry
 
 
 def test_python_dash_m_and_version():
@@ -173,3 +174,30 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     result = run_cli("train", "--out", "run", "--resume", "--max-steps", str(step + 5), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"trained {step + 5} steps" in result.stderr
+
+
+def test_files_skipped_in_a_data_folder_are_named_even_when_quiet(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("All:\nSpeak, speak.\n" * 150)
+    (folder / "b.txt").write_text("First Citizen:\nYou are all resolved.\n" * 150)
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF" * 50)
+    (folder / "notes.bin").write_bytes(bytes(range(256)) * 8)
+    result = run_cli(
+        "train",
+        "--data",
+        str(folder),
+        "--out",
+        "run",
+        "--max-steps",
+        "2",
+        "--quiet",
+        *TINY_FLAGS,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("charnn: warning:")]
+    skipped = sorted(str(folder / name) for name in ("notes.bin", "photo.jpg"))
+    assert warnings == [f"charnn: warning: {path}: skipped, it looks binary (not text)" for path in skipped]
+    assert json.loads((tmp_path / "run/train_args.json").read_text())["skipped_files"] == skipped
+    assert result.stdout == ""  # quiet: no progress, only the warnings and the summary on stderr
