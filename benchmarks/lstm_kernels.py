@@ -9,7 +9,7 @@ backward per step. This script times, with 2 threads:
   64 x 1024 x 4096 products (the recurrent part, which cannot be batched over time), plain and with the weight
   packed once in oneDNN's layout;
 - PyTorch's fused LSTM (oneDNN on CPU) in fp32 and bf16, forward and forward + backward, and charnn's bf16
-  training layer (charnn/cpu_lstm.py) forward + backward, each with gradients compared with fp32 `nn.LSTM`;
+  training layer (charnn/nn/cpu_lstm.py) forward + backward, each with gradients compared with fp32 `nn.LSTM`;
 - all of the LSTM timings twice, in fresh processes: with glibc's default malloc settings (as charnn runs)
   and with every freed block kept for reuse, to show how much of each kernel's time is page faults on fresh
   memory (charnn's layer reuses its own big buffers from step to step instead).
