@@ -1,7 +1,10 @@
 """The CUDA path (cuDNN LSTM/GRU with autocast). Skipped, with the reason shown, where no GPU is visible."""
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import charnn
 from conftest import TINY
@@ -32,3 +35,18 @@ def test_cuda_weights_match_cpu_after_loading(trained_run):
         a, _ = cpu.model(x)
         b, _ = gpu.model(x.cuda())
     assert (a - b.cpu()).abs().max() < 1e-4
+
+
+def test_an_fp16_resume_keeps_the_gradient_scale(tmp_path, corpus_file):
+    """fp16 scales the loss; without its scaler's state a resumed run would start again from the initial
+    scale (65536) and skip other steps. cuDNN's kernels need not be bit-reproducible: weights are compared
+    closely, the scaler's state exactly."""
+    settings = {**TINY, "precision": "fp16", "device": "cuda", "data": str(corpus_file), "quiet": True}
+    charnn.train(tmp_path / "straight", max_steps=20, **settings)
+    charnn.train(tmp_path / "split", max_steps=9, **settings)
+    charnn.train(tmp_path / "split", resume=True, max_steps=20, quiet=True)
+    step = "checkpoints/step-000000020"
+    states = [json.loads((tmp_path / run / step / "state.json").read_text()) for run in ("straight", "split")]
+    assert states[0]["grad_scaler"] == states[1]["grad_scaler"] and states[0]["grad_scaler"]["scale"] > 0
+    a, b = (load_file(str(tmp_path / run / step / "model.safetensors")) for run in ("straight", "split"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
