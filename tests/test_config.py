@@ -138,7 +138,7 @@ def test_http_request_models_are_the_sampling_declaration():
         (SamplingConfig, {"length": -1}, "--length must be between 0 and 1,000,000, got -1"),
         (SamplingConfig, {"top_p": 1.5}, "--top-p must be in (0, 1], got 1.5"),
         (SamplingConfig, {"greedy": "yes"}, "--greedy must be true or false, got 'yes'"),
-        (ServeConfig, {"port": 70000}, "--port must be between 0 and 65,535, got 70000"),
+        (ServeConfig, {"port": 70000}, "--port must be between 1 and 65,535, got 70000"),
         (GenerateConfig, {"verify": None}, "--no-verify must be given, got None"),
     ],
 )

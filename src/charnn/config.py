@@ -328,7 +328,7 @@ class ServeConfig:
 
     commands: ClassVar = ("serve",)
     host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 opens it to the network)")
-    port: int = setting(8000, "port to listen on", ge=0, le=65535)
+    port: int = setting(8000, "port to listen on", ge=1, le=65535)
     weights: str = _weights("auto", ("auto", *WEIGHT_FORMATS))
     max_length: int = setting(5000, "longest generation one request may ask for", ge=1, le=MAX_LENGTH)
     max_samples: int = setting(16, "most samples one request may ask for", ge=1, le=MAX_SAMPLES)

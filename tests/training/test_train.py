@@ -257,3 +257,20 @@ def test_weight_decay_uses_adamw_and_is_recorded(tmp_path, corpus_file):
     (ckpt,) = (tmp_path / "run/checkpoints").iterdir()
     groups = json.loads((ckpt / "state.json").read_text())["optimizer"]["param_groups"]
     assert groups[0]["weight_decay"] == 0.1 and groups[0]["decoupled_weight_decay"] is True
+
+
+@pytest.mark.skipif(cpu_kind() == "fp32", reason="this CPU has no native bf16")
+def test_a_run_saved_before_the_lstm_kernel_setting_resumes_with_its_kernel(tmp_path, corpus_file):
+    common = {**TINY, "precision": "bf16", "data": str(corpus_file), "quiet": True}
+    charnn.train(tmp_path / "run", max_steps=4, lstm_kernel="charnn-bf16", **common)
+    state_path = tmp_path / "run/checkpoints/step-000000004/state.json"
+    state = json.loads(state_path.read_text())  # as charnn wrote it before the setting existed:
+    state["recurrent_kernel"] = {"charnn-bf16": "charnn"}[state.pop("lstm_kernel")]
+    state_path.write_text(json.dumps(state))
+    args = json.loads((tmp_path / "run/train_args.json").read_text())
+    for key in ("lstm_kernel", "dist_timeout"):
+        del args["train"][key]
+    (tmp_path / "run/train_args.json").write_text(json.dumps(args))
+    charnn.train(tmp_path / "run", resume=True, max_steps=6, quiet=True)
+    resumed = json.loads((tmp_path / "run/checkpoints/step-000000006/state.json").read_text())
+    assert resumed["lstm_kernel"] == "charnn-bf16"

@@ -29,11 +29,12 @@ def serve(model: str | Path, config: ServeConfig | None = None) -> None:
         ) from None
     import torch
 
-    from charnn.api import load
+    from charnn.api import load, weights_for
 
     host, port = config.host, config.port
     _check_port(host, port)
     loaded = load(model)
+    weights_for(loaded, config.weights, 1)  # a weight format this CPU cannot run is refused before serving
     # Requests run side by side, each stepping one character at a time (memory-bound); one thread each
     # keeps them from fighting over the cores.
     torch.set_num_threads(1)
