@@ -11,6 +11,7 @@ import charnn
 from charnn import api
 from charnn.cli import build_parser
 from charnn.config import (
+    ENVIRONMENT,
     SETTINGS_CLASSES,
     GenerateConfig,
     ModelConfig,
@@ -83,6 +84,13 @@ def test_docs_list_every_flag_with_the_default_help_shows():
             older, default = tables[command][flag]
             assert older == tuple(action.option_strings[1:]), flag
             assert default == DEFAULT.search(action.help).group(1), (command, flag)
+
+
+def test_docs_name_every_environment_variable_charnn_reads():
+    table = DOCS.read_text().split("## Environment", 1)[1]
+    assert re.findall(r"^\| `(CHARNN_\w+)` \|", table, re.M) == list(ENVIRONMENT)
+    source = "".join(p.read_text() for p in (Path(charnn.__file__).parent).rglob("*.py"))
+    assert set(re.findall(r"\bCHARNN_[A-Z_]+", source)) == set(ENVIRONMENT)
 
 
 def test_python_keywords_have_the_declared_defaults():

@@ -32,9 +32,8 @@ class Setting:
     group: str = ""  # the section of --help it is listed in
     aliases: tuple[str, ...] = ()  # older flag spellings, still accepted (also as Python keywords)
     old_values: tuple[tuple[str, str], ...] = ()  # (older spelling, value) pairs, still accepted
-    parse: Callable[[str], Any] | None = (
-        None  # command-line text to value, where int() or float() will not do
-    )
+    # Turns the command line's text into the value, where int() or float() will not do.
+    parse: Callable[[str], Any] | None = None
     resumable: bool = False  # a resumed run may change it: it decides when to stop or how to report
     exclusive: str = ""  # flags sharing this name cannot be given together on the command line
     commands: tuple[str, ...] = ()  # the commands taking it, where not all of its class's commands do
