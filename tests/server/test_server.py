@@ -9,6 +9,8 @@ import threading
 import httpx
 import pytest
 
+from charnn.config import SamplingConfig
+from charnn.declare import declared
 from charnn.server import background as server
 from conftest import assert_clean_error, events, run_cli, wait_until
 
@@ -31,7 +33,11 @@ def test_health_model_and_docs(api):
     info = httpx.get(api + "/v1/model").json()
     assert info["model"]["hidden"] == 32 and info["vocab_size"] == len(info["vocab"])
     assert info["training"]["steps"] == 5 and info["limits"]["max_length"] == 1_000_000
-    assert "/v1/generate" in httpx.get(api + "/openapi.json").json()["paths"]
+    paths = httpx.get(api + "/openapi.json").json()["paths"]
+    assert "/v1/generate" in paths
+    query = {p["name"]: p["schema"] for p in paths["/v1/generate/stream"]["get"]["parameters"]}
+    assert list(query) == [d.name for d in declared(SamplingConfig) if d.name != "num_samples"]
+    assert query["top_p"]["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0.0, "maximum": 1.0}
     assert httpx.get(api + "/docs").status_code == 200
 
 
