@@ -130,10 +130,9 @@ class TrainStep:
             speedup = cpu_lstm.speedup_over_fused(c.embedding, c.hidden, c.layers, rows, seq_len)
             faster = distributed.agree(float(speedup >= KERNEL_MARGIN), self.ranks)
             self.lstm_kernel = "charnn-bf16" if faster else "pytorch"
-            chosen = "charnn's layer" if faster else "the fused kernel"
             note = (
                 f"bf16 LSTM on CPU: charnn's layer runs at {speedup:.2f}x the speed of PyTorch's fused "
-                f"kernel at these sizes; training with {chosen}"
+                f"kernel at these sizes; training with --lstm-kernel {self.lstm_kernel}"
             )
         own = self.lstm_kernel == "charnn-bf16"
         self.compute.rnn.training_layers = (
