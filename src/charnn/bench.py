@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from charnn.config import ModelConfig, SamplingConfig, TrainConfig
@@ -82,20 +83,21 @@ def _shakespeare() -> Corpus:
 
 def _training(
     precision: str, model: ModelConfig = SEED, batch: int = BATCH
-) -> tuple[TrainStep, WindowBatches]:
-    """A TrainStep of the tutorial's settings (LSTM kernel chosen as `charnn train` does) and its batches."""
+) -> tuple[TrainStep, WindowBatches, np.ndarray]:
+    """A TrainStep of the tutorial's settings (LSTM kernel chosen as `charnn train` does), its batches and
+    the validation ids."""
     cfg = TrainConfig(precision=precision, batch_size=batch, seq_len=SEQ)
     step = TrainStep(model, cfg, torch.device("cpu"))
     step.choose_lstm_kernel(cfg.lstm_kernel, SEQ)
-    train_ids, _ = split(_shakespeare().ids, cfg.val_fraction)
-    return step, WindowBatches(train_ids, SEQ, batch, cfg.seed)
+    train_ids, val_ids = split(_shakespeare().ids, cfg.val_fraction)
+    return step, WindowBatches(train_ids, SEQ, batch, cfg.seed), val_ids
 
 
 def train_speed(
     precision: str, steps: int, warmup: int = 2, model: ModelConfig = SEED, batch: int = BATCH
 ) -> dict:
     """Median seconds per training step (after warm-up) and the chars per second that gives."""
-    step, batches = _training(precision, model, batch)
+    step, batches, _ = _training(precision, model, batch)
     times = []
     for i in range(warmup + steps):
         x, y = batches.batch(0, i % batches.steps_per_epoch)
@@ -116,10 +118,9 @@ def bf16_learns_like_fp32(steps: int) -> dict:
     """Validation loss after the same `steps` steps from the same start in fp32 and in bf16."""
     losses = {}
     for precision in PRECISIONS:
-        step, batches = _training(precision)
+        step, batches, val_ids = _training(precision)
         for i in range(steps):
             step(*batches.batch(0, i), step.cfg.lr)
-        val_ids = split(_shakespeare().ids, step.cfg.val_fraction)[1]
         losses[precision] = loss_carried(step.model, val_ids).nats
     if "bf16" in losses:
         losses["relative_difference"] = abs(losses["bf16"] - losses["fp32"]) / losses["fp32"]

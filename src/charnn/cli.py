@@ -20,14 +20,14 @@ from charnn.config import (
     command_settings,
     debug,
 )
-from charnn.declare import build, declared
+from charnn.declare import Declared, build, declared
 from charnn.errors import CharnnError
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
 _GROUPS = ("data", "model", "optimisation", "run")  # the order of train's --help sections
 
 
-def help_text(d: Any) -> str:
+def help_text(d: Declared) -> str:
     """A flag's help: the declaration's line, its default, and its older names."""
     older = f"; {', '.join(d.how.aliases)} is its older name" if d.how.aliases else ""
     return f"{d.how.help} (default: {d.shown_default()}{older})"

@@ -25,6 +25,8 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_DTYPES = ("auto", "fp32", "bf16", "fp16")
 WEIGHT_FORMATS = ("fp32", "bf16", "int8")
 LSTM_KERNELS = ("auto", "pytorch", "charnn-bf16")
+# The values of $CHARNN_LSTM_KERNEL and of checkpoints from before --lstm-kernel existed.
+OLD_LSTM_KERNELS = {"fused": "pytorch", "charnn": "charnn-bf16"}
 SPLITS = ("val", "train", "all")
 MAX_LR = 10.0
 MAX_LENGTH = 1_000_000
@@ -220,11 +222,11 @@ class TrainConfig:
         group="run",
     )
     lstm_kernel: str = setting(
-        _from_environment("CHARNN_LSTM_KERNEL", "auto", _one_of(*LSTM_KERNELS, "fused", "charnn")),
+        _from_environment("CHARNN_LSTM_KERNEL", "auto", _one_of(*LSTM_KERNELS, *OLD_LSTM_KERNELS)),
         "bf16 LSTM training on a CPU: pytorch (PyTorch's fused kernel), charnn-bf16 (charnn's own layer), "
         "or auto: time both at this run's sizes and take the faster",
         choices=LSTM_KERNELS,
-        old_values=(("fused", "pytorch"), ("charnn", "charnn-bf16")),
+        old_values=tuple(OLD_LSTM_KERNELS.items()),
         shown_default="auto, or $CHARNN_LSTM_KERNEL",
         group="run",
     )

@@ -39,6 +39,12 @@ class Setting:
     commands: tuple[str, ...] = ()  # the commands taking it, where not all of its class's commands do
     flag: bool = True  # False: set by charnn itself, not by a flag
 
+    @property
+    def bounds(self) -> dict[str, float]:
+        """The bounds that are set, by name (ge, gt, le, lt), as pydantic's Field takes them."""
+        named = {"ge": self.ge, "gt": self.gt, "le": self.le, "lt": self.lt}
+        return {k: v for k, v in named.items() if v is not None}
+
 
 def setting(default: Any, help: str, **how: Any) -> Any:
     """Declare a setting: a dataclass field with its default and how it is checked and shown.
@@ -114,13 +120,12 @@ class Declared:
         return self._bounds_problem(value)
 
     def _bounds_problem(self, value: float) -> str:
-        h = self.how
-        low, high = (h.ge, h.gt), (h.le, h.lt)
+        h, bounds = self.how, self.how.bounds
         fits = (h.ge is None or value >= h.ge) and (h.gt is None or value > h.gt)
         fits = fits and (h.le is None or value <= h.le) and (h.lt is None or value < h.lt)
         if fits:
             return ""
-        if any(b is not None for b in low) and any(b is not None for b in high):
+        if bounds.keys() & {"ge", "gt"} and bounds.keys() & {"le", "lt"}:
             if self.kind is int and h.ge is not None and h.le is not None:
                 return f"must be between {_number(h.ge)} and {_number(h.le)}"
             left = f"[{_number(h.ge)}" if h.ge is not None else f"({_number(h.gt)}"
@@ -167,6 +172,7 @@ def settle(config: object, skip: tuple[str, ...] = ()) -> None:
             object.__setattr__(config, d.name, d.settle(getattr(config, d.name)))
 
 
+@cache
 def _names(cls: type) -> dict[str, str]:
     """Every keyword a settings class takes (older spellings too), to its field's name."""
     names: dict[str, str] = {}

@@ -145,6 +145,12 @@ def resume_settings(saved: dict, overrides: dict) -> tuple[str, dict, TrainConfi
     return preset, model, cfg
 
 
-def run_settings(model: ModelConfig, cfg: TrainConfig, preset: str) -> dict:
-    """What train_args.json holds: every setting used, defaults included."""
-    return {"preset": preset, "model": model.to_dict(), "train": asdict(cfg)}
+def run_settings(model: ModelConfig, cfg: TrainConfig, preset: str, skipped_files: tuple[str, ...]) -> dict:
+    """What train_args.json holds: every setting used, defaults included, and the files of a --data folder
+    that were left out."""
+    return {
+        "preset": preset,
+        "model": model.to_dict(),
+        "train": asdict(cfg),
+        "skipped_files": list(skipped_files),
+    }

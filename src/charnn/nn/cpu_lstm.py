@@ -32,7 +32,7 @@ def packed_product(w: Tensor, rows: int):
 class BufferPool:
     """The layer's big work tensors, kept from one training step for the next. Fresh blocks of this size come
     from the kernel as new pages (glibc maps every block over 32 MiB afresh), and their page faults cost about
-    a quarter of a step; reused ones cost nothing. The owner (the model) decides how long it lives."""
+    a quarter of a step; reused ones cost nothing. Its owner (a TrainStep) decides how long it lasts."""
 
     def __init__(self) -> None:
         self.free: dict[tuple, list[Tensor]] = {}

@@ -35,9 +35,8 @@ def request_model(name: str, exclude: tuple[str, ...] = ()) -> type[BaseModel]:
     for d in declared(SamplingConfig):
         if d.name in exclude:
             continue
-        bounds = {k: getattr(d.how, k) for k in ("ge", "gt", "le", "lt") if getattr(d.how, k) is not None}
         kind = d.kind | None if d.optional else d.kind
-        fields[d.name] = (kind, Field(d.default, description=d.how.help, **bounds))
+        fields[d.name] = (kind, Field(d.default, description=d.how.help, **d.how.bounds))
     return create_model(name, **fields)
 
 

@@ -65,7 +65,7 @@ def train(
         if main:
             _warn_skipped(corpus)
             run.truncate_metrics(loop.step)
-            run.write_args({**run_settings(model_cfg, cfg, preset), "skipped_files": list(corpus.skipped)})
+            run.write_args(run_settings(model_cfg, cfg, preset, corpus.skipped))
         result = loop.run()
         if main and result.stopped_by != "stopped":
             _check_weight_formats(run, loop.val_ids)

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from charnn.config import TrainConfig
+from charnn.config import OLD_LSTM_KERNELS, TrainConfig
 from charnn.errors import ModelFileError
 from charnn.nn.model import State
 from charnn.store.checkpoint import Checkpoint, save_checkpoint
@@ -16,9 +16,6 @@ from charnn.store.model_dir import load_weights
 from charnn.store.rundir import RunDir
 from charnn.training import rng
 from charnn.training.step import TrainStep
-
-# Checkpoints from before the kernel had its current names.
-_OLD_KERNEL_NAMES = {"fused": "pytorch", "charnn": "charnn-bf16"}
 
 
 @dataclass
@@ -89,7 +86,7 @@ def restore(ckpt: Checkpoint, progress: Progress, step: TrainStep, corpus_sha256
         rng.restore(state["rng"])
         if step.lstm_kernel is None:  # the run keeps the kernel it started with
             kernel = state.get("lstm_kernel") or state.get("recurrent_kernel") or "pytorch"
-            step.lstm_kernel = _OLD_KERNEL_NAMES.get(kernel, kernel)
+            step.lstm_kernel = OLD_LSTM_KERNELS.get(kernel, kernel)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelFileError(
             f"{ckpt.path / 'state.json'}: damaged ({type(e).__name__}: {e}); "
