@@ -11,6 +11,7 @@ from typing import Any
 
 from charnn.config import (
     EvaluateConfig,
+    ExportConfig,
     GenerateConfig,
     ModelConfig,
     RunOptions,
@@ -124,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "serve", "a web page and HTTP API to generate from a model", description=description
     )
     p.set_defaults(handler=_serve)
+    description = "Write a model as an ONNX step graph, or as a page that generates in a browser (needs: pip "
+    "install 'charnn[export]'; --format web also onnxruntime-web from npm, see docs/export.md)."
+    p = _model_command(sub, "export", "the model as ONNX, or as a web page", description=description)
+    p.set_defaults(handler=_export)
     p = sub.add_parser(
         "bench",
         help="measure training and generation speed on this machine",
@@ -227,6 +232,17 @@ def _serve(args: argparse.Namespace) -> int:
     from charnn.server import serve
 
     serve(args.model, build(ServeConfig, given(args, ServeConfig)))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from charnn.export.folder import export
+
+    result = export(args.model, **given(args, ExportConfig))
+    for warning in result.warnings:
+        print(f"charnn: warning: {warning}", file=sys.stderr)
+    total = sum(result.sizes.values())
+    print(f"exported {len(result.sizes)} files ({total / 2**20:.1f} MB) to {result.path}", file=sys.stderr)
     return 0
 
 

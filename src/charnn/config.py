@@ -28,6 +28,7 @@ LSTM_KERNELS = ("auto", "pytorch", "charnn-bf16")
 # The values of $CHARNN_LSTM_KERNEL and of checkpoints from before --lstm-kernel existed.
 OLD_LSTM_KERNELS = {"fused": "pytorch", "charnn": "charnn-bf16"}
 SPLITS = ("val", "train", "all")
+EXPORTS = ("onnx", "web")
 MAX_LR = 10.0
 MAX_LENGTH = 1_000_000
 MAX_SAMPLES = 1024
@@ -39,6 +40,7 @@ ENVIRONMENT = {
     "CHARNN_LSTM_KERNEL": "the default of train --lstm-kernel",
     "CHARNN_DIST_TIMEOUT": "the default of train --dist-timeout, in seconds",
     "CHARNN_DEBUG": "set to 1 to see the traceback of an internal error",
+    "CHARNN_ORT_WEB": "the onnxruntime-web dist/ folder export --format web bundles (default: web/node_modules)",
 }
 
 
@@ -78,6 +80,12 @@ def _one_of(*choices: str) -> Callable[[str], str]:
 def cache_dir() -> Path | None:
     """$CHARNN_CACHE_DIR, where set."""
     text = os.environ.get("CHARNN_CACHE_DIR")
+    return Path(text).expanduser() if text else None
+
+
+def ort_web_dir() -> Path | None:
+    """$CHARNN_ORT_WEB, where set."""
+    text = os.environ.get("CHARNN_ORT_WEB")
     return Path(text).expanduser() if text else None
 
 
@@ -344,6 +352,19 @@ class ServeConfig:
         settle(self)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    """What `charnn export` writes and where."""
+
+    commands: ClassVar = ("export",)
+    format: str = setting("onnx", "onnx: the step graph and vocabulary; web: a page that runs it", choices=EXPORTS)
+    out: str | None = setting(None, "folder to write (required)", shown_default="none")
+    force: bool = setting(False, "replace what an existing non-empty --out holds")
+
+    def __post_init__(self) -> None:
+        settle(self)
+
+
 SETTINGS_CLASSES = (
     RunOptions,
     ModelConfig,
@@ -352,6 +373,7 @@ SETTINGS_CLASSES = (
     GenerateConfig,
     EvaluateConfig,
     ServeConfig,
+    ExportConfig,
 )
 
 
