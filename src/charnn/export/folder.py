@@ -22,7 +22,7 @@ ORT_WEB_VERSION = "1.31.1"  # pinned here and in web/package.json (package-lock.
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 PAGE_FILES = ("index.html", "charnn-web.js")
 # Above this a browser tab downloads and holds the weights slowly, and phones may run out of memory.
-WEB_WARN_BYTES = 64 * 2**20
+WEB_WARN_BYTES = 48 * 2**20
 _CHECKOUT_ORT = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "onnxruntime-web" / "dist"
 
 
@@ -73,6 +73,15 @@ def ort_web_files() -> dict[str, bytes]:
     return files
 
 
+def ort_web_available() -> bool:
+    """Whether onnxruntime-web's files are where export --format web looks for them."""
+    try:
+        ort_web_files()
+    except CharnnError:
+        return False
+    return True
+
+
 def page_files() -> dict[str, bytes]:
     """The page and its script (package data)."""
     folder = resources.files("charnn.export") / "web"
@@ -106,7 +115,7 @@ def export(model: str | Path | LoadedModel, **settings: object) -> Exported:
         files |= page_files() | ort_web_files()
         if len(graph) > WEB_WARN_BYTES:
             warnings.append(
-                f"model.onnx is {len(graph) / 2**20:.0f} MB: a browser tab downloads and holds all of it, "
+                f"model.onnx is {len(graph) / 2**20:.1f} MB: a browser tab downloads and holds all of it, "
                 f"which is slow above {WEB_WARN_BYTES // 2**20} MB and may not fit a phone's memory"
             )
     files["charnn.json"] = (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

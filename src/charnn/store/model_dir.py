@@ -74,6 +74,8 @@ def resolve_model_dir(path: str | Path) -> Path:
     for candidate in (p / MODEL_DIR, p, *swapped_out):
         if (candidate / "config.json").exists() or (candidate / "model.safetensors").exists():
             return candidate
+    if (p / "train_args.json").exists():
+        raise ModelFileError(f"{p}: the run has no model yet (one is saved at its first evaluation)")
     raise ModelFileError(f"{p}: not a charnn run or model folder (no config.json or {MODEL_DIR}/ inside)")
 
 
