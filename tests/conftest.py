@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +126,41 @@ def model_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "corpus.txt").write_text(PARAGRAPH * 60, encoding="utf-8")
     charnn.train(root / "run", data=str(root / "corpus.txt"), max_steps=5, quiet=True, **TINY)
     return root / "run"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+HAS_CHROMIUM = bool(CHROMIUM and DRIVER)
+NO_CHROMIUM = "Chromium or chromedriver not installed (.ci/run and scripts/test.sh install them with apt)"
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--window-size=1200,900",
+    ):
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory() as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
 
 
 def wait_until(condition, timeout: float = 20.0):

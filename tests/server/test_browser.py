@@ -1,49 +1,13 @@
 """The playground page driven in a real headless Chromium (Debian's chromium + chromium-driver, selenium)."""
 
-import shutil
-import tempfile
 import time
 
 import pytest
 
 from charnn.server import background as server
-from conftest import wait_until
+from conftest import HAS_CHROMIUM, NO_CHROMIUM, wait_until
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="Chromium or chromedriver not installed (.ci/run installs them with apt)",
-)
-
-
-@pytest.fixture
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--window-size=1200,900",
-    ):
-        options.add_argument(flag)
-    with tempfile.TemporaryDirectory() as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
+pytestmark = pytest.mark.skipif(not HAS_CHROMIUM, reason=NO_CHROMIUM)
 
 
 def test_type_generate_stop_copy_and_screenshot(browser, model_run, tmp_path):

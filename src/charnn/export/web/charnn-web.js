@@ -23,6 +23,16 @@ const CharnnWeb = (() => {
     };
   }
 
+  // The WASM backend's runs settle as microtasks: without handing the thread back now and then, the page
+  // would neither paint the text as it comes nor see a click on Stop.
+  function nextTask() {
+    return new Promise((resolve) => {
+      const channel = new MessageChannel();
+      channel.port1.onmessage = () => resolve();
+      channel.port2.postMessage(null);
+    });
+  }
+
   function argmax(values) {
     let best = 0;
     for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
@@ -101,7 +111,13 @@ const CharnnWeb = (() => {
       let state = this.zeroState();
       let logits;
       for (const id of ids) ({ logits, state } = await this.step(id, state));
+      let handedBack = performance.now();
       for (let i = 0; i < opts.length && !shouldStop(); i++) {
+        if (performance.now() - handedBack > 25) {
+          await nextTask();
+          handedBack = performance.now();
+          if (shouldStop()) break;
+        }
         const next = pick(logits, opts, random);
         onChar(this.chars[next]);
         if (i + 1 < opts.length) ({ logits, state } = await this.step(next, state));
