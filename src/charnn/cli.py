@@ -96,7 +96,11 @@ def _model_command(
 ) -> argparse.ArgumentParser:
     """A subcommand whose first argument is a model (run folder or model folder)."""
     p = sub.add_parser(name, help=help, **kwargs)
-    p.add_argument("model", metavar="MODEL", help="a run folder (its best model) or a model folder")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a run folder (its best model), a model folder, or shakespeare (shipped)",
+    )
     add_settings(p, name)
     return p
 

@@ -40,7 +40,7 @@ ENVIRONMENT = {
     "CHARNN_LSTM_KERNEL": "the default of train --lstm-kernel",
     "CHARNN_DIST_TIMEOUT": "the default of train --dist-timeout, in seconds",
     "CHARNN_DEBUG": "set to 1 to see the traceback of an internal error",
-    "CHARNN_ORT_WEB": "the onnxruntime-web dist/ folder export --format web bundles (default: web/node_modules)",
+    "CHARNN_ORT_WEB": "the onnxruntime-web dist/ folder that export --format web bundles",
 }
 
 
@@ -357,7 +357,9 @@ class ExportConfig:
     """What `charnn export` writes and where."""
 
     commands: ClassVar = ("export",)
-    format: str = setting("onnx", "onnx: the step graph and vocabulary; web: a page that runs it", choices=EXPORTS)
+    format: str = setting(
+        "onnx", "onnx: the step graph and vocabulary; web: a page that runs it", choices=EXPORTS
+    )
     out: str | None = setting(None, "folder to write (required)", shown_default="none")
     force: bool = setting(False, "replace what an existing non-empty --out holds")
 

@@ -45,7 +45,9 @@ def test_a_non_empty_out_is_refused_unless_force(model_run, tmp_path):
 def test_an_unwritable_out(model_run, tmp_path):
     disk = tmp_path / "ro"
     disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a read-only tmpfs here; needs root")
     try:
@@ -79,7 +81,9 @@ def test_web_without_onnxruntime_web_files(model_run, tmp_path):
     assert not (tmp_path / "web").exists()
 
 
-@pytest.mark.skipif(not ORT_WEB, reason="onnxruntime-web is not installed from npm (bash scripts/web_deps.sh)")
+@pytest.mark.skipif(
+    not ORT_WEB, reason="onnxruntime-web is not installed from npm (bash scripts/web_deps.sh)"
+)
 def test_a_model_too_large_for_a_browser_tab_is_exported_with_a_warning(tmp_path):
     # One LSTM layer of 2048 units: about 64 MB of fp32 weights, above the page's warning size.
     vocab = Vocab(tuple("\nabc"))

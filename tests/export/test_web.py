@@ -40,7 +40,9 @@ def run_page(browser, base: str, **fields) -> tuple[str, str]:
         else:
             browser.execute_script(f"document.getElementById('{name}').value = arguments[0]", value)
     browser.execute_script("document.getElementById('generate').click()")
-    status = wait_until(lambda: (s := text("status")).startswith(("Done", "Stopped", "Error")) and s, timeout=60)
+    status = wait_until(
+        lambda: (s := text("status")).startswith(("Done", "Stopped", "Error")) and s, timeout=60
+    )
     return text("output"), status
 
 

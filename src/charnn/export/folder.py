@@ -47,7 +47,10 @@ def describe_graph(loaded: LoadedModel) -> dict:
         "weights": "fp32",
         "opset": OPSET,
         "inputs": {"ids": ["batch"], **{n: ["layers", "batch", "hidden"] for n in names}},
-        "outputs": {"logits": ["batch", "vocab"], **{f"{n}_out": ["layers", "batch", "hidden"] for n in names}},
+        "outputs": {
+            "logits": ["batch", "vocab"],
+            **{f"{n}_out": ["layers", "batch", "hidden"] for n in names},
+        },
         "state": "all zeros to start; feed each *_out back as the next step's input of the same name",
         "start": "feed the start string one char per step from the zero state; sample from the last logits",
         "default_start": "\n",
@@ -65,11 +68,14 @@ def ort_web_files() -> dict[str, bytes]:
         files = {name: (dist / name).read_bytes() for name in ORT_FILES}
     except (OSError, ValueError):
         raise CharnnError(
-            f"export --format web bundles onnxruntime-web {ORT_WEB_VERSION} from npm and found none in {dist}; "
-            "run `bash scripts/web_deps.sh` in a charnn checkout (needs npm) or set CHARNN_ORT_WEB to its dist/"
+            f"export --format web bundles onnxruntime-web {ORT_WEB_VERSION} from npm, not found in {dist}; "
+            "run `bash scripts/web_deps.sh` in a charnn checkout (needs npm) "
+            "or set CHARNN_ORT_WEB to its dist/ folder"
         ) from None
     if version != ORT_WEB_VERSION:
-        raise CharnnError(f"{dist}: onnxruntime-web {version}, charnn's page is tested with {ORT_WEB_VERSION}")
+        raise CharnnError(
+            f"{dist}: onnxruntime-web {version}, charnn's page is tested with {ORT_WEB_VERSION}"
+        )
     return files
 
 

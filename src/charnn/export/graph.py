@@ -43,7 +43,9 @@ class StepGraph(nn.Module):
         flat = [w.detach().float().cpu() for w in model.rnn.flat_weights()]
         self.embedding = nn.Parameter(model.embedding.weight.detach().float().cpu())
         self.w_ih = nn.ParameterList([nn.Parameter(flat[4 * k].t().contiguous()) for k in range(self.layers)])
-        self.w_hh = nn.ParameterList([nn.Parameter(flat[4 * k + 1].t().contiguous()) for k in range(self.layers)])
+        self.w_hh = nn.ParameterList(
+            [nn.Parameter(flat[4 * k + 1].t().contiguous()) for k in range(self.layers)]
+        )
         self.b_ih = nn.ParameterList([nn.Parameter(flat[4 * k + 2]) for k in range(self.layers)])
         self.b_hh = nn.ParameterList([nn.Parameter(flat[4 * k + 3]) for k in range(self.layers)])
         self.head_w = nn.Parameter(model.head.weight.detach().float().cpu().t().contiguous())
@@ -87,7 +89,9 @@ def onnx_bytes(model: CharRNN) -> bytes:
     axes.update({n: {1: "batch"} for n in names} | {f"{n}_out": {1: "batch"} for n in names})
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice: it exports this cleanly
+        warnings.simplefilter(
+            "ignore"
+        )  # the TorchScript exporter's deprecation notice: it exports this cleanly
         torch.onnx.export(
             graph,
             example,

@@ -23,6 +23,12 @@ from charnn.text.vocab import Vocab
 
 FORMAT_VERSION = 1
 MODEL_DIR = "model"
+# Models inside the package, by the name that stands for them where no folder of that name exists.
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
+SHIPPED = ("shakespeare",)
+# Weights are saved in fp32; a shipped model may store them in bf16 to halve its size (its recorded check
+# shows the loss unchanged). They are loaded into the fp32 model either way.
+STORED_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def fp32_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -67,6 +73,8 @@ def update_model_info(directory: Path, key: str, value: object) -> None:
 def resolve_model_dir(path: str | Path) -> Path:
     """The model folder meant by `path`: a run folder's model/ or a model folder itself."""
     p = Path(path).expanduser()
+    if not p.exists() and str(path) in SHIPPED:
+        p = SHIPPED_DIR / str(path)
     if not p.exists():
         raise ModelFileError(f"{p}: no such run or model folder")
     # A crash between the two renames of a model swap leaves only the previous model, under a temp name.
@@ -148,7 +156,7 @@ def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path
 
 
 def check_weights(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: Path) -> None:
-    """Refuse weights with missing or extra names, other shapes or a dtype other than float32."""
+    """Refuse weights with missing or extra names, other shapes or a dtype other than float32 (or bf16)."""
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -161,5 +169,5 @@ def check_weights(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[in
         if tuple(t.shape) != expected[name]:
             shape = tuple(t.shape)
             raise ModelFileError(f"{path}: {name} has shape {shape}, the config needs {expected[name]}")
-        if t.dtype != torch.float32:
-            raise ModelFileError(f"{path}: {name} is {t.dtype}, expected torch.float32")
+        if t.dtype not in STORED_DTYPES:
+            raise ModelFileError(f"{path}: {name} is {t.dtype}, expected torch.float32 (or torch.bfloat16)")
