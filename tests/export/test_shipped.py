@@ -39,7 +39,9 @@ def test_generate_info_and_the_api_by_name():
     text = charnn.generate("shakespeare", start="ROMEO: ", length=80, seed=1)
     assert text == result.stdout[:-1]
     info = run_cli("info", "shakespeare")
-    assert info.returncode == 0 and "scripts/train_shipped_model.sh" in info.stdout and "commit" in info.stdout
+    assert (
+        info.returncode == 0 and "scripts/train_shipped_model.sh" in info.stdout and "commit" in info.stdout
+    )
 
 
 def test_a_tampered_copy_is_refused(tmp_path):

@@ -102,6 +102,17 @@ def check_out(out: Path, force: bool) -> None:
         raise RunDirError(f"{out}: --out is not empty; pass --force to replace what it holds")
 
 
+def export_files(loaded: LoadedModel, format: str) -> dict[str, bytes]:
+    """The files of an export, by name: the graph, vocabulary and charnn.json; for web, the page too."""
+    info = describe_graph(loaded)
+    files = {"model.onnx": onnx_bytes(loaded.model), "vocab.json": loaded.vocab.to_json().encode("utf-8")}
+    if format == "web":
+        info["onnxruntime_web"] = ORT_WEB_VERSION
+        files |= page_files() | ort_web_files()
+    files["charnn.json"] = (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return files
+
+
 def export(model: str | Path | LoadedModel, **settings: object) -> Exported:
     """Write `model` as ONNX (`format="onnx"`) or as a browser page (`format="web"`) into `out`.
 
@@ -112,18 +123,13 @@ def export(model: str | Path | LoadedModel, **settings: object) -> Exported:
     out = Path(cfg.out).expanduser()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     check_out(out, cfg.force)
-    graph = onnx_bytes(loaded.model)
-    info = describe_graph(loaded)
-    files = {"model.onnx": graph, "vocab.json": loaded.vocab.to_json().encode("utf-8")}
+    files = export_files(loaded, cfg.format)
     warnings = []
-    if cfg.format == "web":
-        info["onnxruntime_web"] = ORT_WEB_VERSION
-        files |= page_files() | ort_web_files()
-        if len(graph) > WEB_WARN_BYTES:
-            warnings.append(
-                f"model.onnx is {len(graph) / 2**20:.1f} MB: a browser tab downloads and holds all of it, "
-                f"which is slow above {WEB_WARN_BYTES // 2**20} MB and may not fit a phone's memory"
-            )
-    files["charnn.json"] = (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    size = len(files["model.onnx"])
+    if cfg.format == "web" and size > WEB_WARN_BYTES:
+        warnings.append(
+            f"model.onnx is {size / 2**20:.1f} MB: a browser tab downloads and holds all of it, "
+            f"which is slow above {WEB_WARN_BYTES // 2**20} MB and may not fit a phone's memory"
+        )
     write_folder(out, files)
     return Exported(out, {name: len(data) for name, data in files.items()}, warnings)

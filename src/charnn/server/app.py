@@ -24,6 +24,7 @@ from charnn.api import describe, stream
 from charnn.config import SamplingConfig, ServeConfig
 from charnn.declare import declared
 from charnn.errors import CharnnError
+from charnn.server.browser import add_browser_routes
 from charnn.store.model_dir import LoadedModel
 
 STATIC = Path(str(resources.files("charnn").joinpath("server/static")))
@@ -222,4 +223,5 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
             raise HTTPException(404, "no such file")
         return FileResponse(path)
 
+    add_browser_routes(app, loaded)
     return app
