@@ -1,4 +1,4 @@
-"""`charnn serve`'s "run in my browser" switch, in headless Chromium: the text comes from the tab, not the server."""
+"""`charnn serve`'s "run in my browser" switch in headless Chromium: the tab generates, not the server."""
 
 from __future__ import annotations
 

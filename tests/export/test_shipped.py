@@ -1,4 +1,4 @@
-"""The model shipped inside the package: it loads by name, passes its tamper check, and its folder is honest."""
+"""The model shipped inside the package: loads by name, passes its tamper check, its folder is honest."""
 
 from __future__ import annotations
 
