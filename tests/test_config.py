@@ -26,7 +26,7 @@ from charnn.errors import ConfigError
 from charnn.training import run
 
 DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
-COMMANDS = ("train", "generate", "evaluate", "info", "serve", "bench")
+COMMANDS = ("train", "generate", "evaluate", "info", "serve", "export", "bench")
 OUTPUT_FLAGS = {"evaluate": {"--json"}, "info": {"--json"}, "bench": {"--quick", "--json"}}
 DEFAULT = re.compile(r"\(default: (.*?)(?:; --[a-z-]+ is its older name)?\)$", re.S)
 
