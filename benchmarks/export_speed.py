@@ -5,7 +5,7 @@ model, same process), and onnxruntime-web in headless Chromium, served from 127.
 
 Without --model it measures a model of the `small` preset's shape (LSTM 512, embedding 64, Shakespeare's 65
 chars) with its initial weights: speed depends on the shape, not on what the weights learned. Writes the JSON
-to benchmarks/results/export_speed-DATE-CPUKIND.json too. --screenshot saves the page after generating.
+to benchmarks/results/export_speed-DATE-CPUKIND-MODEL.json too. --screenshot saves the page after generating.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def main() -> None:
     }
     text = json.dumps(result, indent=2)
     print(text)
-    out = ROOT / "benchmarks" / "results" / f"export_speed-{result['date']}-{cpu_kind()}.json"
+    label = Path(args.model).name if args.model else "small"
+    out = ROOT / "benchmarks" / "results" / f"export_speed-{result['date']}-{cpu_kind()}-{label}.json"
     for path in (out, args.json):
         if path:
             path.write_text(text + "\n", encoding="utf-8")
