@@ -224,7 +224,7 @@ class TrainConfig:
     lstm_kernel: str = setting(
         _from_environment("CHARNN_LSTM_KERNEL", "auto", _one_of(*LSTM_KERNELS, *OLD_LSTM_KERNELS)),
         "bf16 LSTM training on a CPU: pytorch (PyTorch's fused kernel), charnn-bf16 (charnn's own layer), "
-        "or auto: time both at this run's sizes and take the faster",
+        "or auto: of those whose bf16 gradients pass a check against fp32 here, the faster at these sizes",
         choices=LSTM_KERNELS,
         old_values=tuple(OLD_LSTM_KERNELS.items()),
         shown_default="auto, or $CHARNN_LSTM_KERNEL",
