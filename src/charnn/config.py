@@ -160,6 +160,18 @@ class TrainConfig:
         choices=BATCHINGS,
         group="data",
     )
+    init_from: str | None = setting(
+        None,
+        "start from this model's weights (a run folder or a model folder): its shape and vocabulary, "
+        "this run's text and training settings",
+        group="model",
+    )
+    extend_vocab: bool = setting(
+        False,
+        "with --init-from: add the characters of --data the model lacks (their rows start as a fresh "
+        "model's; the others are kept as they are)",
+        group="model",
+    )
     epochs: int | None = setting(
         None,
         "passes over the training text",
@@ -241,6 +253,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.extend_vocab and self.init_from is None:
+            raise ConfigError("--extend-vocab needs --init-from (the model whose vocabulary it extends)")
         if self.clip is None:  # frozen: fill in the batching-dependent default once, so it is recorded
             object.__setattr__(self, "clip", 5.0 if self.batching == "stream" else 0.0)
         settle(self)

@@ -86,6 +86,7 @@ class Loop:
         self.last_val: LossReport | None = None
         self.has_model = False  # model/ written by this run; the same answer on every rank
         self._plot_note_shown = False
+        self.init_from: dict | None = None  # the model a --init-from run started from, as recorded
 
     @classmethod
     def create(
@@ -152,7 +153,7 @@ class Loop:
             "lstm_kernel": self.train_step.lstm_kernel,
             "torch": torch.__version__,
             "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
+        } | ({"init_from": self.init_from} if self.init_from else {})
 
     def _after_eval(self, report: LossReport | None) -> None:
         p = self.progress
