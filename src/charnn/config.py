@@ -153,6 +153,12 @@ class TrainConfig:
     encoding: str = setting("utf-8", "text encoding of --data, e.g. latin-1", group="data")
     seq_len: int = setting(100, "characters per training window", ge=1, group="data")
     batch_size: int = setting(64, "windows per batch", ge=1, group="data")
+    seq_len_warmup: int = setting(
+        0,
+        "curriculum: grow the windows from 8 chars to --seq-len over the first N steps (0: off)",
+        ge=0,
+        group="data",
+    )
     batching: str = setting(
         "windows",
         "windows: shuffled chunks (tutorial); stream: contiguous streams carrying the state; "
@@ -210,6 +216,14 @@ class TrainConfig:
         group="optimisation",
     )
     weight_decay: float = setting(0.0, "AdamW weight decay", ge=0, group="optimisation")
+    scheduled_sampling: float = setting(
+        0.0,
+        "curriculum: feed the model its own sampled char instead of the true one with a chance rising "
+        "from 0 to this over the run (0: off)",
+        ge=0,
+        lt=1,
+        group="optimisation",
+    )
     val_fraction: float = setting(
         0.1, "last fraction of the text kept for validation", ge=0, lt=1, group="data"
     )

@@ -20,7 +20,7 @@ from charnn.device import memory_bytes, resolve_precision
 from charnn.errors import ConfigError, TrainingError
 from charnn.nn import cpu_lstm
 from charnn.nn.model import CharRNN, State, count_parameters
-from charnn.training import distributed, kernels, rng
+from charnn.training import curriculum, distributed, kernels, rng
 from charnn.training.distributed import Ranks
 from charnn.training.mixed_precision import LowPrecisionCopy
 
@@ -78,13 +78,26 @@ class TrainStep:
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
         )
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float, state: State | None = None) -> StepResult:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        lr: float,
+        state: State | None = None,
+        mix: float = 0.0,
+        step: int = 0,
+    ) -> StepResult:
         """Train on inputs `x` and targets `y` (the global batch; this rank takes its rows) at rate `lr`,
-        starting from recurrent `state` (None: zeros). Raises NonFiniteLoss before stepping on NaN."""
+        starting from recurrent `state` (None: zeros), with inputs mixed with the model's own samples with
+        probability `mix` (scheduled sampling; draws seeded by `step`). Raises NonFiniteLoss before
+        stepping on NaN."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        batch = x.shape[0]
         x = x[self.rows].to(self.device, non_blocking=True)
         y = y[self.rows].to(self.device, non_blocking=True)
+        if mix > 0:
+            x = self._mixed(x, state, mix, step, batch)
         try:
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
                 logits, new_state = self.parallel(x, state)
@@ -115,6 +128,12 @@ class TrainStep:
         else:
             self.optimizer.zero_grad(set_to_none=True)
         return StepResult(value, grad_norm, tuple(s.detach() for s in new_state))
+
+    def _mixed(self, x: torch.Tensor, state: State | None, mix: float, step: int, batch: int) -> torch.Tensor:
+        """`x` with the model's own samples mixed in (curriculum.py), from a pass without gradients."""
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+            logits, _ = self.compute(x, state)
+        return curriculum.mix_inputs(x, logits, mix, self.cfg.seed, step, self.rows, batch)
 
     def choose_lstm_kernel(self, setting: str, seq_len: int) -> str:
         """Settle the LSTM kernel (training/kernels.py: one whose bf16 gradients pass the check here, then
