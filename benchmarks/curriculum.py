@@ -148,7 +148,8 @@ def main() -> None:
         for name in args.arms:
             if args.steps:
                 cfg = settings_for(args.preset, settings[name])[1]
-                stop = {"max_steps": matched_steps(name, args.steps, cfg, costs, sampling_cost)}
+                steps = matched_steps(name, args.steps, cfg, costs, sampling_cost)
+                stop = {"max_steps": steps, "time_budget": 1e9}  # the steps alone stop it
             else:
                 stop = {"time_budget": args.budget}
             row = arm(name, Path(tmp) / name, args.preset, stop, args.reference, settings[name])

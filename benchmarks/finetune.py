@@ -45,7 +45,12 @@ def gutenberg_body(text: str) -> str:
 
 def arm(name: str, out: Path, text: Path, budget: float, base: Path | None, per_minute: float | None) -> dict:
     extra = {"init_from": str(base), "extend_vocab": True} if base else {}
-    stop = {"max_steps": round(budget / 60 * per_minute)} if per_minute else {"time_budget": budget}
+    # a huge budget replaces the preset's own, so that the step count alone stops the run
+    stop = (
+        {"max_steps": round(budget / 60 * per_minute), "time_budget": 1e9}
+        if per_minute
+        else {"time_budget": budget}
+    )
     started = time.perf_counter()
     result = charnn.train(out, preset="cpu-5m", data=str(text), quiet=True, **stop, **extra)
     sample = charnn.generate(out, start="Alice ", length=300, seed=1)
