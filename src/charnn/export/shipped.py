@@ -49,7 +49,7 @@ def commit() -> str:
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
-def pack(run: str | Path, dest: str | Path, command: str) -> dict:
+def pack(run: str | Path, dest: str | Path, command: str, source_commit: str | None = None) -> dict:
     """Write the shipped model folder `dest` from `run`'s best model; returns its training record."""
     loaded = load_model(run)
     ids = val_ids(loaded)
@@ -65,7 +65,7 @@ def pack(run: str | Path, dest: str | Path, command: str) -> dict:
     training = {
         **loaded.info["training"],
         "command": command,
-        "commit": commit(),
+        "commit": source_commit or commit(),
         "machine": f"{describe_cpu()['cpu']} ({platform.machine()})",
         "val_loss_fp32": fp32,
         "stored_weights": stored,
@@ -92,8 +92,9 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("dest")
     parser.add_argument("--command", required=True, help="how the run was trained, recorded in the folder")
+    parser.add_argument("--commit", help="the commit that trained the run (default: this checkout's)")
     args = parser.parse_args()
-    training = pack(args.run, args.dest, args.command)
+    training = pack(args.run, args.dest, args.command, args.commit)
     print(
         f"{args.dest}: {training['stored_weights']} weights, val loss {training['val_loss']:.4f} nats/char "
         f"(fp32 {training['val_loss_fp32']:.4f})"
