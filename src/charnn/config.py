@@ -28,14 +28,12 @@ LSTM_KERNELS = ("auto", "pytorch", "charnn-bf16")
 # The values of $CHARNN_LSTM_KERNEL and of checkpoints from before --lstm-kernel existed.
 OLD_LSTM_KERNELS = {"fused": "pytorch", "charnn": "charnn-bf16"}
 SPLITS = ("val", "train", "all")
-EXPORTS = ("onnx", "web")
 MAX_LR = 10.0
 MAX_LENGTH = 1_000_000
 MAX_SAMPLES = 1024
 MAX_TOTAL_CHARS = 10_000_000
 
-# The environment variables charnn reads, and what each one does.
-ENVIRONMENT = {
+ENVIRONMENT = {  # the environment variables charnn reads, and what each one does
     "CHARNN_CACHE_DIR": "where encoded big corpora and downloads are kept (default: the user cache folder)",
     "CHARNN_LSTM_KERNEL": "the default of train --lstm-kernel",
     "CHARNN_DIST_TIMEOUT": "the default of train --dist-timeout, in seconds",
@@ -77,15 +75,9 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def cache_dir() -> Path | None:
-    """$CHARNN_CACHE_DIR, where set."""
-    text = os.environ.get("CHARNN_CACHE_DIR")
-    return Path(text).expanduser() if text else None
-
-
-def ort_web_dir() -> Path | None:
-    """$CHARNN_ORT_WEB, where set."""
-    text = os.environ.get("CHARNN_ORT_WEB")
+def env_path(name: str) -> Path | None:
+    """The folder $name (CHARNN_CACHE_DIR, CHARNN_ORT_WEB) names, where set."""
+    text = os.environ.get(name)
     return Path(text).expanduser() if text else None
 
 
@@ -105,9 +97,7 @@ def torchrun_ranks() -> tuple[int, int, int]:
 
 
 def _weights(default: str, choices: tuple[str, ...], use: str = "while stepping") -> Any:
-    auto = (
-        "; auto: the fastest format the model's saved check allows (else fp32)" if "auto" in choices else ""
-    )
+    auto = "; auto: the fastest format the model's saved check allows (else fp32)" * ("auto" in choices)
     return setting(
         default,
         f"weight format {use}: fp32, bf16 or int8 (one scale per row){auto}",
@@ -381,12 +371,10 @@ class ServeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExportConfig:
-    """What `charnn export` writes and where."""
-
+class ExportConfig:  # what `charnn export` writes, and where
     commands: ClassVar = ("export",)
     format: str = setting(
-        "onnx", "onnx: the step graph and vocabulary; web: a page that runs it", choices=EXPORTS
+        "onnx", "onnx: the step graph; web: also a page running it", choices=("onnx", "web")
     )
     out: str | None = setting(None, "folder to write (required)", shown_default="none")
     force: bool = setting(False, "replace what an existing non-empty --out holds")

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from charnn import __version__
-from charnn.config import ExportConfig, ort_web_dir
+from charnn.config import ExportConfig, env_path
 from charnn.declare import build_each
 from charnn.errors import CharnnError, ConfigError, RunDirError
 from charnn.export.graph import OPSET, onnx_bytes, state_names
@@ -61,7 +61,7 @@ def describe_graph(loaded: LoadedModel) -> dict:
 
 def ort_web_files() -> dict[str, bytes]:
     """onnxruntime-web's files to bundle, from $CHARNN_ORT_WEB or the checkout's web/node_modules."""
-    dist = ort_web_dir() or _CHECKOUT_ORT
+    dist = env_path("CHARNN_ORT_WEB") or _CHECKOUT_ORT
     package = dist.parent / "package.json"
     try:
         version = json.loads(package.read_text(encoding="utf-8")).get("version")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charnn.config import cache_dir
+from charnn.config import env_path
 from charnn.errors import DataError
 from charnn.fileio import atomic_stream, atomic_write, write_error
 from charnn.text.files import iter_text
@@ -24,7 +24,7 @@ CACHE_VERSION = 1
 
 def cache_root() -> Path:
     """Where charnn keeps encoded corpora and downloads: $CHARNN_CACHE_DIR, else the user cache folder."""
-    chosen = cache_dir()
+    chosen = env_path("CHARNN_CACHE_DIR")
     if chosen is not None:
         return chosen
     import platformdirs
