@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import platform
 import subprocess
 from pathlib import Path
@@ -71,6 +72,7 @@ def pack(run: str | Path, dest: str | Path, command: str, source_commit: str | N
         "stored_weights": stored,
         "val_loss": bf16 if stored == "bf16" else fp32,
     }
+    training["val_bits_per_char"] = training["val_loss"] / math.log(2)
     config = {
         "format_version": FORMAT_VERSION,
         "model": loaded.config.to_dict(),
