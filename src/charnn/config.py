@@ -32,6 +32,7 @@ MAX_LR = 10.0
 MAX_LENGTH = 1_000_000
 MAX_SAMPLES = 1024
 MAX_TOTAL_CHARS = 10_000_000
+STREAMS_PER_CORE = 64  # charnn serve's default capacity (docs/serve.md has the measurements)
 
 # The environment variables charnn reads, and what each one does.
 ENVIRONMENT = {
@@ -335,13 +336,41 @@ class ServeConfig:
     max_length: int = setting(5000, "longest generation one request may ask for", ge=1, le=MAX_LENGTH)
     max_samples: int = setting(16, "most samples one request may ask for", ge=1, le=MAX_SAMPLES)
     timeout: float = setting(60.0, "seconds one request may generate for", gt=0)
-    max_running: int = setting(2, "generations at once", ge=1)
-    max_waiting: int = setting(8, "requests queued beyond those; more get 503", ge=0)
+    max_streams: int | None = setting(
+        None,
+        "requests generating at once, all advanced together in batched steps; more get 503",
+        ge=1,
+        shown_default=f"{STREAMS_PER_CORE} per core",
+    )
+    max_running: int | None = setting(
+        None, "older way to give --max-streams: with --max-waiting, their sum", ge=1
+    )
+    max_waiting: int | None = setting(
+        None, "older way to give --max-streams: with --max-running, their sum", ge=0
+    )
+    stall_timeout: float = setting(
+        10.0, "seconds a client may stop reading before its stream is dropped", gt=0
+    )
+    stream_buffer: int = setting(1000, "chars held for a client that is not reading", ge=1, flag=False)
     max_start: int = setting(2000, "longest start string one request may send", ge=0, flag=False)
     max_body_bytes: int = setting(16 * 1024, "largest request body", ge=1, flag=False)
 
     def __post_init__(self) -> None:
         settle(self)
+        if self.max_streams is not None and (self.max_running or self.max_waiting) is not None:
+            raise ConfigError(
+                "--max-streams replaces --max-running and --max-waiting; give only --max-streams"
+            )
+
+    @property
+    def capacity(self) -> int:
+        """Requests generating at once: --max-streams, else the older flags' sum, else per core."""
+        if self.max_streams is not None:
+            return self.max_streams
+        if self.max_running is not None or self.max_waiting is not None:
+            waiting = 8 if self.max_waiting is None else self.max_waiting  # the older defaults: 2 and 8
+            return (self.max_running or 2) + waiting
+        return STREAMS_PER_CORE * (os.cpu_count() or 1)
 
 
 SETTINGS_CLASSES = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -35,15 +36,28 @@ def serve(model: str | Path, config: ServeConfig | None = None) -> None:
     _check_port(host, port)
     loaded = load(model)
     weights_for(loaded, config.weights, 1)  # a weight format this CPU cannot run is refused before serving
-    # Requests run side by side, each stepping one character at a time (memory-bound); one thread each
-    # keeps them from fighting over the cores.
-    torch.set_num_threads(1)
+    # One engine thread runs every batched step; the event loop (HTTP, JSON) needs a core of its own.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     app = create_app(loaded, config)
     print(
         f"charnn: serving {loaded.path} at http://{host}:{port}/ (API docs at /docs); Ctrl-C stops",
         file=sys.stderr,
     )
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+    settings = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
+    _server_class()(settings).run()
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class EndingStreams(uvicorn.Server):
+        """uvicorn's server, which on SIGTERM or Ctrl-C first ends every live stream with a final event."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            self.config.app.state.engine.shutdown("server shutting down")
+            super().handle_exit(sig, frame)
+
+    return EndingStreams
 
 
 def _check_port(host: str, port: int) -> None:
