@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, create_model
 
@@ -49,6 +49,21 @@ GenerateRequest = request_model("GenerateRequest")
 StreamRequest = request_model("StreamRequest", exclude=("num_samples",))
 
 
+class CapBody:
+    """413 for a request whose Content-Length is over `limit` (plain ASGI: streams pass untouched)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.limit:
+                reply = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+                return await reply(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAPI:
     """The FastAPI application serving `loaded` within `limits`."""
     limits = limits or ServeConfig()
@@ -56,14 +71,7 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
     app = FastAPI(title="charnn", description="Generate text with a character-level RNN.", version="1")
     app.state.engine = engine
 
-    @app.middleware("http")
-    async def cap_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_body_bytes:
-            return JSONResponse(
-                {"detail": f"request body over {limits.max_body_bytes} bytes"}, status_code=413
-            )
-        return await call_next(request)
+    app.add_middleware(CapBody, limit=limits.max_body_bytes)
 
     def admit(req: BaseModel) -> Stream:
         """The request's stream, taken in by the engine; 422 for a bad request, 503 without room."""
