@@ -33,7 +33,7 @@ def serve(model: str | Path, config: ServeConfig | None = None) -> None:
     from charnn.api import load, weights_for
 
     host, port = config.host, config.port
-    _check_port(host, port)
+    listener = _listen(host, port)
     loaded = load(model)
     weights_for(loaded, config.weights, 1)  # a weight format this CPU cannot run is refused before serving
     # One engine thread runs every batched step; the event loop (HTTP, JSON) needs a core of its own.
@@ -44,7 +44,7 @@ def serve(model: str | Path, config: ServeConfig | None = None) -> None:
         file=sys.stderr,
     )
     settings = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
-    _server_class()(settings).run()
+    _server_class()(settings).run(sockets=[listener])
 
 
 def _server_class() -> type:
@@ -60,19 +60,28 @@ def _server_class() -> type:
     return EndingStreams
 
 
-def _check_port(host: str, port: int) -> None:
-    """Refuse a port that cannot be listened on, with one line rather than uvicorn's log."""
+# Each connection's kernel send buffer (accepted sockets inherit it): without a bound, Linux lets megabytes
+# pile up for a client that stopped reading before the server notices; 64 KiB is minutes of text.
+SEND_BUFFER = 64 * 1024
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or one line saying why not (rather than uvicorn's log)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
         raise CharnnError(f"--host {host}: cannot resolve it ({e.strerror or e})") from None
     family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as e:
-            raise CharnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    try:
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as e:
+        listener.close()
+        raise CharnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    return listener
 
 
 def free_port(host: str = "127.0.0.1") -> int:
