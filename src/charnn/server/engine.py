@@ -1,6 +1,6 @@
 """The generation engine: one worker thread advancing every live stream with one batched step per char.
 
-Requests join between steps (their start string is fed through the model on its own), and finished,
+Requests join between steps (their start string is fed by the same batched steps), and finished,
 cancelled, timed-out and stalled streams leave at once. With nothing to advance the worker waits on a
 condition: an idle server uses no CPU.
 
@@ -117,7 +117,7 @@ class Engine:
                     return
                 joining, self.joining = self.joining, []
             for s in joining:
-                self._prefill(s)
+                self._join(s)
             self._advance()
 
     def _ready(self) -> bool:
@@ -136,17 +136,14 @@ class Engine:
         ends = [min(s.deadline, s.paused_since + self.stall_timeout) for s in self.live if s.paused_since]
         return max(0.0, min(ends) - time.monotonic()) + 0.01 if ends else None
 
-    @torch.no_grad()
-    def _prefill(self, s: Stream) -> None:
-        """Feed the start string through the model on its own (batch 1: the same numbers in any crowd)."""
-        ids = torch.tensor([start_ids(self.loaded.vocab, s.start)], device=self.model.device)
-        logits, state = self.model(ids)
+    def _join(self, s: Stream) -> None:
+        """Give the stream's rows a fresh state and its settings; its start string is fed by the steps."""
+        s.feed = start_ids(self.loaded.vocab, s.start)
         cfg = s.cfg
         for row in s.rows:
             block, r = divmod(row, BLOCK)
-            for held, new in zip(self.states[block], state, strict=True):
-                held[:, r] = new[:, 0].float()
-            self.logits[row] = logits[0, -1].float()
+            for held in self.states[block]:
+                held[:, r] = 0.0
             self.temperature[row] = 1.0 if cfg.greedy else cfg.temperature
             self.top_k[row] = cfg.top_k or self.logits.shape[1]
             self.top_p[row] = cfg.top_p if cfg.top_p is not None and cfg.top_p < 1 else 2.0
@@ -165,9 +162,19 @@ class Engine:
             active = [s for s in self.live if s.paused_since is None]
         if not active:
             return
-        rows = torch.tensor([r for s in active for r in s.rows])
+        sampling = [s for s in active if not s.feed]
+        if sampling:
+            self._sample(sampling, now)
+        for s in active:
+            if s.feed:  # the start string goes through the same steps, one char each, batched with the rest
+                self.ids[s.rows] = s.feed.pop(0)
+        self._step(active)
+
+    def _sample(self, sampling: list[Stream], now: float) -> None:
+        """Pick each stream's next chars from its rows' logits and hand them to the stream."""
+        rows = torch.tensor([r for s in sampling for r in s.rows])
         vocab = self.logits.shape[1]
-        noise = torch.cat([draw_noise(s.generator, s.samples, vocab) for s in active])
+        noise = torch.cat([draw_noise(s.generator, s.samples, vocab) for s in sampling])
         picked = pick_rows(
             self.logits[rows],
             self.temperature[rows],
@@ -177,8 +184,7 @@ class Engine:
             noise,
         )
         self.ids[rows] = picked
-        self._emit(active, picked.tolist(), now)
-        self._step(active)
+        self._emit(sampling, picked.tolist(), now)
 
     def _emit(self, active: list[Stream], ids: list[int], now: float) -> None:
         chars, at = self.loaded.vocab.chars, 0
