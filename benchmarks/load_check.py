@@ -1,7 +1,7 @@
 """Load check of `charnn serve`: N concurrent streaming clients for a while against a model on 127.0.0.1.
 
     python benchmarks/load_check.py MODEL [--clients 8] [--seconds 30] [--length 200] [--json OUT]
-    python benchmarks/load_check.py --suite TINY_MODEL SEED_MODEL [--seconds 30]
+    python benchmarks/load_check.py --suite TINY_MODEL SEED_MODEL [--seconds 30] [--before CHECKOUT]
 
 Starts the server in a subprocess on a free port, then runs N client threads that each open
 /v1/generate/stream again and again until the time is up, and reports requests served, errors (by HTTP
@@ -9,7 +9,9 @@ status, or the exception's name for timeouts and resets), chars/s over all clien
 from sending a request to its first generated char, and the server's memory (RSS) idle and at the end of
 the run. `--suite` runs the table of docs/serve.md in one go: the tiny model with 8, 64 and 256 clients,
 the seed model with 64, and `charnn generate --num-samples 64` on the seed model as the reference, and
-writes it to benchmarks/results/serve-DATE.json. Only 127.0.0.1 is ever contacted. A benchmark, not a test.
+writes it to benchmarks/results/serve-DATE.json; `--before CHECKOUT` first runs 8 and 64 clients against
+the server of another checkout (e.g. `git worktree add /tmp/before 735a01b`), for the before/after table.
+Only 127.0.0.1 is ever contacted. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -111,9 +114,9 @@ def load(model: Path, n_clients: int, seconds: float, length: int, flags: tuple[
         "chars_per_s": round(out["chars"] / seconds),
         "first_char_p50_s": round(statistics.median(waits), 3) if waits else None,
         "first_char_p99_s": round(waits[min(len(waits) - 1, int(0.99 * len(waits)))], 3) if waits else None,
-        "server_rss_mb": {"idle": idle, "busy": busy["rss_mb"], "live_streams": busy["live_streams"]},
-        "capacity": busy["capacity_streams"],
-        "batch_rows": busy["batch_rows"],
+        "server_rss_mb": {"idle": idle, "busy": busy["rss_mb"], "live_streams": busy.get("live_streams")},
+        "capacity": busy.get("capacity_streams"),
+        "batch_rows": busy.get("batch_rows"),
     }
 
 
@@ -131,15 +134,18 @@ def generate_reference(model: Path, samples: int, length: int) -> dict:
     }
 
 
-def suite(tiny: Path, seed: Path, seconds: float, length: int) -> dict:
+def suite(tiny: Path, seed: Path, seconds: float, length: int, before: Path | None) -> dict:
+    """The table of docs/serve.md; with `before`, first the same clients against that checkout's server."""
+    result: dict = {}
+    if before:
+        os.environ["PYTHONPATH"] = str(before / "src")  # the server subprocess imports charnn from there
+        result["before"] = {"src": str(before), "runs": [load(tiny, n, seconds, length) for n in (8, 64)]}
+        del os.environ["PYTHONPATH"]
     runs = [load(tiny, n, seconds, length) for n in (8, 64, 256)]
     runs.append(load(seed, 64, seconds, length))
     reference = generate_reference(seed, 64, 2000)
-    return {
-        "runs": runs,
-        "generate_num_samples_64": reference,
-        "seed_64_vs_generate": round(runs[-1]["chars_per_s"] / reference["chars_per_s"], 2),
-    }
+    ratio = round(runs[-1]["chars_per_s"] / reference["chars_per_s"], 2)
+    return {**result, "runs": runs, "generate_num_samples_64": reference, "seed_64_vs_generate": ratio}
 
 
 def main() -> None:
@@ -147,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("model", type=Path, nargs="?")
     parser.add_argument("--suite", type=Path, nargs=2, metavar=("TINY_MODEL", "SEED_MODEL"))
+    parser.add_argument("--before", type=Path, help="with --suite: a checkout of the version to compare with")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--length", type=int, default=200)
@@ -155,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     about = {**describe_cpu(), "date": time.strftime("%Y-%m-%d")}
     if args.suite:
-        result = {**about, **suite(*args.suite, args.seconds, args.length)}
+        result = {**about, **suite(*args.suite, args.seconds, args.length, args.before)}
         args.json = args.json or ROOT / "benchmarks" / "results" / f"serve-{about['date']}.json"
     elif args.model:
         result = {
