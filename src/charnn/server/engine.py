@@ -116,9 +116,14 @@ class Engine:
                 if self.closing and not self.live and not self.joining:
                     return
                 joining, self.joining = self.joining, []
-            for s in joining:
-                self._join(s)
-            self._advance()
+            try:
+                for s in joining:
+                    self._join(s)
+                self._advance()
+            except Exception as e:  # surfaced to every client as the reason, never a stream left hanging
+                with self.cv:
+                    for s in [*self.live, *joining]:
+                        self._finish(s, f"error: {e}")
 
     def _ready(self) -> bool:
         """Something to do: a join, a stream to advance or to end, or shutting down."""
