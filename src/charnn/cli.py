@@ -213,6 +213,12 @@ def _info(args: argparse.Namespace) -> int:
     print(f"parameters {report['parameters']:,}")
     print(f"vocabulary {report['vocab_size']} chars: {report['vocab']!r}")
     for key, value in report["training"].items():
+        if key == "init_from":
+            val = f"val loss {value['val_loss']:.4f}" if value.get("val_loss") is not None else "no val loss"
+            value = (
+                f"{value['path']} ({val}, weights sha256 {str(value.get('weights_sha256'))[:12]}, "
+                f"{len(value.get('added_chars', ''))} chars added)"
+            )
         print(f"training   {key}: {value}")
     checks = report["inference"].get("val_loss", {})
     if checks:

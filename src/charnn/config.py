@@ -154,12 +154,30 @@ class TrainConfig:
     encoding: str = setting("utf-8", "text encoding of --data, e.g. latin-1", group="data")
     seq_len: int = setting(100, "characters per training window", ge=1, group="data")
     batch_size: int = setting(64, "windows per batch", ge=1, group="data")
+    seq_len_warmup: int = setting(
+        0,
+        "curriculum: grow the windows from 8 chars to --seq-len over the first N steps (0: off)",
+        ge=0,
+        group="data",
+    )
     batching: str = setting(
         "windows",
         "windows: shuffled chunks (tutorial); stream: contiguous streams carrying the state; "
         "random: windows starting anywhere, drawn afresh each batch",
         choices=BATCHINGS,
         group="data",
+    )
+    init_from: str | None = setting(
+        None,
+        "start from this model's weights (a run folder or a model folder): its shape and vocabulary, "
+        "this run's text and training settings",
+        group="model",
+    )
+    extend_vocab: bool = setting(
+        False,
+        "with --init-from: add the characters of --data the model lacks (their rows start as a fresh "
+        "model's; the others are kept as they are)",
+        group="model",
     )
     epochs: int | None = setting(
         None,
@@ -199,6 +217,14 @@ class TrainConfig:
         group="optimisation",
     )
     weight_decay: float = setting(0.0, "AdamW weight decay", ge=0, group="optimisation")
+    scheduled_sampling: float = setting(
+        0.0,
+        "curriculum: feed the model its own sampled char instead of the true one with a chance rising "
+        "from 0 to this over the run (0: off)",
+        ge=0,
+        lt=1,
+        group="optimisation",
+    )
     val_fraction: float = setting(
         0.1, "last fraction of the text kept for validation", ge=0, lt=1, group="data"
     )
@@ -225,7 +251,7 @@ class TrainConfig:
     lstm_kernel: str = setting(
         _from_environment("CHARNN_LSTM_KERNEL", "auto", _one_of(*LSTM_KERNELS, *OLD_LSTM_KERNELS)),
         "bf16 LSTM training on a CPU: pytorch (PyTorch's fused kernel), charnn-bf16 (charnn's own layer), "
-        "or auto: time both at this run's sizes and take the faster",
+        "or auto: of those whose bf16 gradients pass a check against fp32 here, the faster at these sizes",
         choices=LSTM_KERNELS,
         old_values=tuple(OLD_LSTM_KERNELS.items()),
         shown_default="auto, or $CHARNN_LSTM_KERNEL",
@@ -242,6 +268,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.extend_vocab and self.init_from is None:
+            raise ConfigError("--extend-vocab needs --init-from (the model whose vocabulary it extends)")
         if self.clip is None:  # frozen: fill in the batching-dependent default once, so it is recorded
             object.__setattr__(self, "clip", 5.0 if self.batching == "stream" else 0.0)
         settle(self)

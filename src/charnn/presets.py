@@ -145,12 +145,18 @@ def resume_settings(saved: dict, overrides: dict) -> tuple[str, dict, TrainConfi
     return preset, model, cfg
 
 
-def run_settings(model: ModelConfig, cfg: TrainConfig, preset: str, skipped_files: tuple[str, ...]) -> dict:
-    """What train_args.json holds: every setting used, defaults included, and the files of a --data folder
-    that were left out."""
+def run_settings(
+    model: ModelConfig,
+    cfg: TrainConfig,
+    preset: str,
+    skipped_files: tuple[str, ...],
+    init_from: dict | None = None,
+) -> dict:
+    """What train_args.json holds: every setting used, defaults included, the files of a --data folder that
+    were left out, and for a --init-from run the model it started from."""
     return {
         "preset": preset,
         "model": model.to_dict(),
         "train": asdict(cfg),
         "skipped_files": list(skipped_files),
-    }
+    } | ({"init_from": init_from} if init_from else {})

@@ -72,9 +72,14 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-@pytest.mark.parametrize("batching", ["windows", "stream"])
-def test_two_ranks_of_half_a_batch_equal_one_process(tmp_path, corpus, batching):
-    common = ["--data", str(corpus), "--max-steps", "8", "--batching", batching, *FLAGS]
+CURRICULA = ["--scheduled-sampling", "0.5", "--seq-len-warmup", "5"]
+
+
+@pytest.mark.parametrize(
+    ("batching", "curricula"), [("windows", []), ("stream", []), ("stream", CURRICULA)], ids=str
+)
+def test_two_ranks_of_half_a_batch_equal_one_process(tmp_path, corpus, batching, curricula):
+    common = ["--data", str(corpus), "--max-steps", "8", "--batching", batching, *FLAGS, *curricula]
     single = run_cli("train", "--out", "one", *common, cwd=tmp_path)
     assert single.returncode == 0, single.stderr
     double = torchrun("--out", "two", *common, cwd=tmp_path)

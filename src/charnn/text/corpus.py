@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -54,6 +54,13 @@ def load_corpus(source: str = SHAKESPEARE, encoding: str = "utf-8", vocab: Vocab
         _check_known(vocab.unknown(text), name)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Corpus(vocab.encode(text), vocab, name, digest, tuple(map(str, files)), tuple(map(str, skipped)))
+
+
+def with_vocab(corpus: Corpus, vocab: Vocab) -> Corpus:
+    """`corpus` with its ids in `vocab`, which must hold every character of the corpus's own."""
+    if vocab == corpus.vocab:
+        return corpus
+    return replace(corpus, ids=_recode(corpus.ids, corpus.vocab, vocab, corpus.source), vocab=vocab)
 
 
 def is_url(source: str) -> bool:

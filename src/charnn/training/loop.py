@@ -22,6 +22,7 @@ from charnn.store.rundir import RunDir
 from charnn.text.batches import make_batches
 from charnn.text.corpus import Corpus, split
 from charnn.training import distributed, state
+from charnn.training.curriculum import chars_before, sampling_prob, seq_len_at
 from charnn.training.plot import matplotlib_available, plot_losses
 from charnn.training.progress import Reporter
 from charnn.training.schedule import lr_at
@@ -86,6 +87,7 @@ class Loop:
         self.last_val: LossReport | None = None
         self.has_model = False  # model/ written by this run; the same answer on every rank
         self._plot_note_shown = False
+        self.init_from: dict | None = None  # the model a --init-from run started from, as recorded
 
     @classmethod
     def create(
@@ -110,7 +112,7 @@ class Loop:
 
     @property
     def chars_seen(self) -> int:
-        return self.step * self.cfg.batch_size * self.cfg.seq_len
+        return chars_before(self.step, self.cfg) * self.cfg.batch_size
 
     def restore(self, ckpt: Checkpoint) -> None:
         """Continue exactly where checkpoint `ckpt` left off."""
@@ -152,7 +154,7 @@ class Loop:
             "lstm_kernel": self.train_step.lstm_kernel,
             "torch": torch.__version__,
             "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
+        } | ({"init_from": self.init_from} if self.init_from else {})
 
     def _after_eval(self, report: LossReport | None) -> None:
         p = self.progress
@@ -227,17 +229,21 @@ class Loop:
         """Train on batch `index` of `epoch`: (loss, gradient norm, seconds)."""
         p = self.progress
         x, y = self.batches.batch(epoch, index)
+        cut = seq_len_at(p.step, self.cfg)
+        if cut < self.cfg.seq_len:  # a shorter window, not carried on from (docs in curriculum.py)
+            x, y, p.carry = x[:, :cut], y[:, :cut], None
         lr = lr_at(p.step, self.cfg, p.planned_steps or math.inf)  # unknown yet: no decay
+        mix = sampling_prob(p.step, self.cfg, p.planned_steps)
         started = self.clock()
         try:
-            result = self.train_step(x, y, lr, p.carry)
+            result = self.train_step(x, y, lr, p.carry, mix=mix, step=p.step)
         except NonFiniteLoss as e:
             raise TrainingError(
                 f"{e} at step {p.step + 1}; the last good checkpoint is kept. "
                 "Lower --lr, set --clip 1.0, or use --precision fp32"
             ) from None
         seconds = self.clock() - started
-        if self.batches.carries_state:
+        if self.batches.carries_state and cut == self.cfg.seq_len:
             p.carry = result.state
         p.step += 1
         p.train_time += seconds
@@ -268,7 +274,8 @@ class Loop:
                 epoch_losses.append(loss)
                 if p.step in (PROBE_STEPS, PROBE_STEPS * 10) or p.step % 500 == 0:
                     self._plan_for_budget()
-                chars_per_s = len(window_losses) * cfg.batch_size * cfg.seq_len / max(window_time, 1e-9)
+                window = chars_before(p.step, cfg) - chars_before(p.step - len(window_losses), cfg)
+                chars_per_s = window * cfg.batch_size / max(window_time, 1e-9)
                 self.reporter.update(p.step, loss, chars_per_s)
                 if p.step % cfg.log_every == 0:
                     self._log(epoch, window_losses, grad_norm, chars_per_s)

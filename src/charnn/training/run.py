@@ -14,13 +14,14 @@ from pathlib import Path
 
 from charnn.config import ModelConfig
 from charnn.device import resolve_device
+from charnn.errors import ConfigError
 from charnn.evaluation import weight_checks
 from charnn.presets import resume_settings, run_settings, settings_for
 from charnn.store.checkpoint import load_checkpoint
 from charnn.store.model_dir import load_model, update_model_info
 from charnn.store.rundir import RunDir
 from charnn.text.corpus import Corpus, canonical_source, load_corpus
-from charnn.training import distributed
+from charnn.training import distributed, init_from
 from charnn.training.loop import Loop, TrainResult
 from charnn.training.progress import Reporter
 
@@ -44,20 +45,34 @@ def train(
     ranks = distributed.ranks_from_env()
     main = ranks.is_main
     run = RunDir(out)
+    origin = None
     if resume:
-        preset, model_settings, cfg = resume_settings(run.read_args(), settings)
+        if settings.get("init_from") is not None:
+            raise ConfigError(
+                "--init-from starts a new run from a model; it cannot be combined with --resume"
+            )
+        saved = run.read_args()
+        preset, model_settings, cfg = resume_settings(saved, settings)
+        origin = init_from.resumed(saved)
     else:
         model_settings, cfg = settings_for(preset, settings)
+        if cfg.init_from is not None:
+            model_settings, origin = init_from.start(cfg, model_settings, settings)
     cfg = replace(cfg, data=canonical_source(cfg.data))
     device = distributed.start(ranks, resolve_device(cfg.device), cfg.dist_timeout)
     try:
         if resume:  # rank 0 alone locks and tidies the folder
             distributed.together(ranks, lambda: main and run.prepare(resume=True, overwrite=False))
-        corpus = load_corpus(cfg.data, cfg.encoding)
+        corpus = init_from.corpus_for(origin, cfg) if origin else load_corpus(cfg.data, cfg.encoding)
         model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
         loop = Loop.create(
             run, model_cfg, cfg, corpus, preset, Reporter(quiet or not main), device, ranks, clock
         )
+        if origin:
+            loop.init_from = origin.record
+        if origin and origin.loaded:
+            init_from.copy_weights(origin, loop.train_step.model, corpus.vocab)
+            loop.train_step.weights_changed()
         if resume:
             distributed.together(ranks, lambda: loop.restore(load_checkpoint(run.checkpoints()[-1])))
         else:
@@ -65,7 +80,7 @@ def train(
         if main:
             _warn_skipped(corpus)
             run.truncate_metrics(loop.step)
-            run.write_args(run_settings(model_cfg, cfg, preset, corpus.skipped))
+            run.write_args(run_settings(model_cfg, cfg, preset, corpus.skipped, loop.init_from))
         result = loop.run()
         if main and result.stopped_by != "stopped":
             _check_weight_formats(run, loop.val_ids)

@@ -15,6 +15,7 @@ from charnn.store.checkpoint import Checkpoint, save_checkpoint
 from charnn.store.model_dir import load_weights
 from charnn.store.rundir import RunDir
 from charnn.training import rng
+from charnn.training.curriculum import chars_before
 from charnn.training.step import TrainStep
 
 
@@ -44,7 +45,7 @@ def save(
     state = {
         "epoch": n // steps_per_epoch,
         "batch_in_epoch": n % steps_per_epoch,
-        "chars_seen": n * cfg.batch_size * cfg.seq_len,
+        "chars_seen": chars_before(n, cfg) * cfg.batch_size,
         "train_time_s": progress.train_time,
         "planned_steps": progress.planned_steps,
         "best_val_loss": progress.best_val,

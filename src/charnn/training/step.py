@@ -2,8 +2,8 @@
 
 On a CPU, autocast does not reach the fused recurrent kernels, so low precision runs on a cast copy of the
 model while the optimizer updates the fp32 originals; on CUDA autocast does it (with a gradient scaler for
-fp16). A bf16 LSTM on a CPU can run on PyTorch's fused kernel or on charnn's own layer; which is faster
-depends on the sizes and the CPU, so `choose_lstm_kernel` can time both.
+fp16). A bf16 LSTM on a CPU can run on PyTorch's fused kernel or on charnn's own layer; which one trains
+right and faster depends on the sizes and the CPU, so `choose_lstm_kernel` checks and times them.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from charnn.device import memory_bytes, resolve_precision
 from charnn.errors import ConfigError, TrainingError
 from charnn.nn import cpu_lstm
 from charnn.nn.model import CharRNN, State, count_parameters
-from charnn.training import distributed, rng
+from charnn.training import curriculum, distributed, kernels, rng
 from charnn.training.distributed import Ranks
 from charnn.training.mixed_precision import LowPrecisionCopy
-
-KERNEL_MARGIN = 1.05  # charnn's layer is taken only where it measured this much faster (timing noise)
 
 
 class NonFiniteLoss(TrainingError):
@@ -80,13 +78,26 @@ class TrainStep:
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
         )
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float, state: State | None = None) -> StepResult:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        lr: float,
+        state: State | None = None,
+        mix: float = 0.0,
+        step: int = 0,
+    ) -> StepResult:
         """Train on inputs `x` and targets `y` (the global batch; this rank takes its rows) at rate `lr`,
-        starting from recurrent `state` (None: zeros). Raises NonFiniteLoss before stepping on NaN."""
+        starting from recurrent `state` (None: zeros), with inputs mixed with the model's own samples with
+        probability `mix` (scheduled sampling; draws seeded by `step`). Raises NonFiniteLoss before
+        stepping on NaN."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        batch = x.shape[0]
         x = x[self.rows].to(self.device, non_blocking=True)
         y = y[self.rows].to(self.device, non_blocking=True)
+        if mix > 0:
+            x = self._mixed(x, state, mix, step, batch)
         try:
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
                 logits, new_state = self.parallel(x, state)
@@ -118,22 +129,21 @@ class TrainStep:
             self.optimizer.zero_grad(set_to_none=True)
         return StepResult(value, grad_norm, tuple(s.detach() for s in new_state))
 
+    def _mixed(self, x: torch.Tensor, state: State | None, mix: float, step: int, batch: int) -> torch.Tensor:
+        """`x` with the model's own samples mixed in (curriculum.py), from a pass without gradients."""
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+            logits, _ = self.compute(x, state)
+        return curriculum.mix_inputs(x, logits, mix, self.cfg.seed, step, self.rows, batch)
+
     def choose_lstm_kernel(self, setting: str, seq_len: int) -> str:
-        """Settle the LSTM kernel from the `--lstm-kernel` setting (auto: time both at this run's sizes, about
-        two seconds for the tutorial's model; every rank takes the same) and compute with it from now on.
-        Returns a line for the user where it timed them, else ""."""
+        """Settle the LSTM kernel (training/kernels.py: one whose bf16 gradients pass the check here, then
+        the faster; a resumed run keeps its own where it passes) and compute with it from now on. Returns a
+        line for the user where there is something to say, else ""."""
         note = ""
-        if self.lstm_kernel is None and setting != "auto":
-            self.lstm_kernel = setting
-        if self.lstm_kernel is None:
+        if self.cast and self.model.config.cell == "lstm":
             c, rows = self.model.config, len(range(self.cfg.batch_size)[self.rows])
-            speedup = cpu_lstm.speedup_over_fused(c.embedding, c.hidden, c.layers, rows, seq_len)
-            faster = distributed.agree(float(speedup >= KERNEL_MARGIN), self.ranks)
-            self.lstm_kernel = "charnn-bf16" if faster else "pytorch"
-            note = (
-                f"bf16 LSTM on CPU: charnn's layer runs at {speedup:.2f}x the speed of PyTorch's fused "
-                f"kernel at these sizes; training with --lstm-kernel {self.lstm_kernel}"
-            )
+            sizes = kernels.Sizes(c.embedding, c.hidden, c.layers, rows, seq_len)
+            self.lstm_kernel, note = kernels.settle(self.lstm_kernel, setting, sizes, self.ranks)
         own = self.lstm_kernel == "charnn-bf16"
         self.compute.rnn.training_layers = (
             functools.partial(cpu_lstm.lstm, pool=self._buffers) if own else None
