@@ -366,39 +366,19 @@ class ServeConfig:
     timeout: float = setting(60.0, "seconds one request may generate for", gt=0)
     max_streams: int | None = setting(
         None,
-        "requests generating at once, all advanced together in batched steps; more get 503",
+        "requests generating at once, batched; more get 503",
         ge=1,
         shown_default=f"{STREAMS_PER_CORE} per core",
     )
-    max_running: int | None = setting(
-        None, "older way to give --max-streams: with --max-waiting, their sum", ge=1
-    )
-    max_waiting: int | None = setting(
-        None, "older way to give --max-streams: with --max-running, their sum", ge=0
-    )
-    stall_timeout: float = setting(
-        10.0, "seconds a client may stop reading before its stream is dropped", gt=0
-    )
+    max_running: int | None = setting(None, "older flag: the capacity is it plus --max-waiting", ge=1)
+    max_waiting: int | None = setting(None, "older flag: the capacity is it plus --max-running", ge=0)
+    stall_timeout: float = setting(10.0, "seconds a client may not read before its stream is dropped", gt=0)
     stream_buffer: int = setting(1000, "chars held for a client that is not reading", ge=1, flag=False)
     max_start: int = setting(2000, "longest start string one request may send", ge=0, flag=False)
     max_body_bytes: int = setting(16 * 1024, "largest request body", ge=1, flag=False)
 
     def __post_init__(self) -> None:
         settle(self)
-        if self.max_streams is not None and (self.max_running or self.max_waiting) is not None:
-            raise ConfigError(
-                "--max-streams replaces --max-running and --max-waiting; give only --max-streams"
-            )
-
-    @property
-    def capacity(self) -> int:
-        """Requests generating at once: --max-streams, else the older flags' sum, else per core."""
-        if self.max_streams is not None:
-            return self.max_streams
-        if self.max_running is not None or self.max_waiting is not None:
-            waiting = 8 if self.max_waiting is None else self.max_waiting  # the older defaults: 2 and 8
-            return (self.max_running or 2) + waiting
-        return STREAMS_PER_CORE * (os.cpu_count() or 1)
 
 
 SETTINGS_CLASSES = (

@@ -13,12 +13,14 @@ tests/server/test_engine.py). Each stream samples with its own settings and gene
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import torch
 
-from charnn.config import ServeConfig
+from charnn.config import STREAMS_PER_CORE, ServeConfig
+from charnn.errors import ConfigError
 from charnn.nn.stepper import StepModel
 from charnn.sampling import draw_noise, pick_rows, start_ids
 from charnn.server.metrics import Counters
@@ -28,11 +30,25 @@ from charnn.store.model_dir import LoadedModel
 BLOCK = 64  # rows per batched step: one shape for every step
 
 
+def capacity(limits: ServeConfig) -> int:
+    """Requests generating at once: --max-streams, else the older flags' sum, else so many per core."""
+    older = (limits.max_running, limits.max_waiting)
+    if limits.max_streams is not None:
+        if older != (None, None):
+            raise ConfigError(
+                "--max-streams replaces --max-running and --max-waiting; give only --max-streams"
+            )
+        return limits.max_streams
+    if older != (None, None):  # the first version's defaults were 2 running and 8 waiting
+        return (limits.max_running or 2) + (8 if limits.max_waiting is None else limits.max_waiting)
+    return STREAMS_PER_CORE * (os.cpu_count() or 1)
+
+
 class Engine:
     """Streams in, chars out: `submit` on the event loop, `take` what was generated, `cancel` when gone."""
 
     def __init__(self, loaded: LoadedModel, weights: str, limits: ServeConfig):
-        self.loaded, self.capacity = loaded, limits.capacity
+        self.loaded, self.capacity = loaded, capacity(limits)
         self.stall_timeout, self.buffer = limits.stall_timeout, limits.stream_buffer
         self.model = loaded.model.eval()
         self.stepper = StepModel(self.model, weights)
