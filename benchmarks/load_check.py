@@ -168,8 +168,13 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=200)
     parser.add_argument("--flags", default="", help="more `charnn serve` flags, e.g. '--max-streams 64'")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--note", default="", help="recorded in the JSON, e.g. 'provisional (shared CPU)'")
     args = parser.parse_args()
-    about = {**describe_cpu(), "date": time.strftime("%Y-%m-%d")}
+    about = {
+        **({"note": args.note} if args.note else {}),
+        **describe_cpu(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if args.suite:
         result = {**about, **suite(*args.suite, args.seconds, args.length, args.before)}
         args.json = args.json or ROOT / "benchmarks" / "results" / f"serve-{about['date']}.json"
