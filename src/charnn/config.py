@@ -32,6 +32,7 @@ MAX_LR = 10.0
 MAX_LENGTH = 1_000_000
 MAX_SAMPLES = 1024
 MAX_TOTAL_CHARS = 10_000_000
+STREAMS_PER_CORE = 64  # charnn serve's default capacity (docs/serve.md has the measurements)
 
 ENVIRONMENT = {  # the environment variables charnn reads, and what each one does
     "CHARNN_CACHE_DIR": "where encoded big corpora and downloads are kept (default: the user cache folder)",
@@ -361,8 +362,16 @@ class ServeConfig:
     max_length: int = setting(5000, "longest generation one request may ask for", ge=1, le=MAX_LENGTH)
     max_samples: int = setting(16, "most samples one request may ask for", ge=1, le=MAX_SAMPLES)
     timeout: float = setting(60.0, "seconds one request may generate for", gt=0)
-    max_running: int = setting(2, "generations at once", ge=1)
-    max_waiting: int = setting(8, "requests queued beyond those; more get 503", ge=0)
+    max_streams: int | None = setting(
+        None,
+        "requests generating at once, batched; more get 503",
+        ge=1,
+        shown_default=f"{STREAMS_PER_CORE} per core",
+    )
+    max_running: int | None = setting(None, "older flag: the capacity is it plus --max-waiting", ge=1)
+    max_waiting: int | None = setting(None, "older flag: the capacity is it plus --max-running", ge=0)
+    stall_timeout: float = setting(10.0, "seconds a client may not read before its stream is dropped", gt=0)
+    stream_buffer: int = setting(1000, "chars held for a client that is not reading", ge=1, flag=False)
     max_start: int = setting(2000, "longest start string one request may send", ge=0, flag=False)
     max_body_bytes: int = setting(16 * 1024, "largest request body", ge=1, flag=False)
 

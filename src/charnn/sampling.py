@@ -96,3 +96,35 @@ def sample(
         else:
             logits, state = model(nxt.unsqueeze(1).to(device), state)
             logits = logits[:, -1]
+
+
+def pick_rows(
+    logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor, greedy: Tensor, noise: Tensor
+) -> Tensor:
+    """Next ids (N,) for rows that each have their own settings, each row exactly as `pick` would choose it.
+
+    temperature, top_p (N,) float (top_p above 1: none), top_k (N,) long (V or more: none), greedy (N,)
+    bool. noise (N, V): each row's Exp(1) draws from its own generator, `torch.multinomial`'s own method
+    (argmax of probs / noise), so a row draws the same numbers alone or in any batch.
+    """
+    scaled = logits.float() / temperature[:, None]
+    vocab = logits.shape[-1]
+    if bool((top_k < vocab).any()):
+        ranked = torch.sort(scaled, dim=-1, descending=True).values
+        kth = ranked.gather(1, (top_k.clamp(max=vocab) - 1)[:, None])
+        scaled = scaled.masked_fill(scaled < kth, -math.inf)
+    if bool((top_p < 1).any()):
+        sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p[:, None]
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scaled = scaled.masked_fill(drop, -math.inf)
+    sampled = (torch.softmax(scaled, dim=-1) / noise).argmax(dim=-1)
+    return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+def draw_noise(generator: torch.Generator | None, rows: int, vocab: int) -> Tensor:
+    """The Exp(1) draws `torch.multinomial` makes for `rows` rows (none for greedy rows: `generator` None)."""
+    if generator is None:
+        return torch.ones(rows, vocab)
+    return torch.empty(rows, vocab).exponential_(generator=generator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -32,33 +33,55 @@ def serve(model: str | Path, config: ServeConfig | None = None) -> None:
     from charnn.api import load, weights_for
 
     host, port = config.host, config.port
-    _check_port(host, port)
+    listener = _listen(host, port)
     loaded = load(model)
     weights_for(loaded, config.weights, 1)  # a weight format this CPU cannot run is refused before serving
-    # Requests run side by side, each stepping one character at a time (memory-bound); one thread each
-    # keeps them from fighting over the cores.
-    torch.set_num_threads(1)
+    # One engine thread runs every batched step; the event loop (HTTP, JSON) needs a core of its own.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     app = create_app(loaded, config)
     print(
         f"charnn: serving {loaded.path} at http://{host}:{port}/ (API docs at /docs); Ctrl-C stops",
         file=sys.stderr,
     )
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+    settings = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
+    _server_class()(settings).run(sockets=[listener])
 
 
-def _check_port(host: str, port: int) -> None:
-    """Refuse a port that cannot be listened on, with one line rather than uvicorn's log."""
+def _server_class() -> type:
+    import uvicorn
+
+    class EndingStreams(uvicorn.Server):
+        """uvicorn's server, which on SIGTERM or Ctrl-C first ends every live stream with a final event."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            self.config.app.state.engine.shutdown("server shutting down")
+            super().handle_exit(sig, frame)
+
+    return EndingStreams
+
+
+# Each connection's kernel send buffer (accepted sockets inherit it): without a bound, Linux lets megabytes
+# pile up for a client that stopped reading before the server notices; 64 KiB is minutes of text.
+SEND_BUFFER = 64 * 1024
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or one line saying why not (rather than uvicorn's log)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
         raise CharnnError(f"--host {host}: cannot resolve it ({e.strerror or e})") from None
     family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as e:
-            raise CharnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    try:
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as e:
+        listener.close()
+        raise CharnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    return listener
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -1,30 +1,34 @@
 """The web playground and HTTP API behind `charnn serve` (FastAPI on uvicorn; optional extra `serve`).
 
-One model is loaded once and shared read-only; every request samples with its own state and generator, in a
-worker thread. Concurrency is bounded (a few running, a short queue, then 503), bodies and lengths are capped,
-each request has a time limit, and a client that goes away stops its generation.
+One model is loaded once; one engine (engine.py) advances every live request's samples together, one batched
+step per char, each with its own settings and generator. Beyond the engine's capacity requests get 503,
+bodies and lengths are capped, each request has a time limit, a client that goes away or stops reading
+frees its rows, and shutting down ends every stream with a final event saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, create_model
 
-from charnn.api import describe, stream
+from charnn.api import describe, weights_for
 from charnn.config import SamplingConfig, ServeConfig
 from charnn.declare import declared
 from charnn.errors import CharnnError
+from charnn.sampling import start_text
 from charnn.server.browser import add_browser_routes
+from charnn.server.engine import BLOCK, Engine
+from charnn.server.metrics import prometheus
+from charnn.server.streams import Busy, Stream
 from charnn.store.model_dir import LoadedModel
 
 STATIC = Path(str(resources.files("charnn").joinpath("server/static")))
@@ -46,113 +50,65 @@ GenerateRequest = request_model("GenerateRequest")
 StreamRequest = request_model("StreamRequest", exclude=("num_samples",))
 
 
-class Busy(Exception):
-    """No slot and no room in the queue."""
+class CapBody:
+    """413 for a request whose Content-Length is over `limit` (plain ASGI: streams pass untouched)."""
 
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
 
-class Gate:
-    """At most `running` generations at once and `waiting` more in line; beyond that, refuse."""
-
-    def __init__(self, running: int, waiting: int):
-        self._slots = asyncio.Semaphore(running)
-        self._capacity = running + waiting
-        self.inside = 0  # running plus waiting
-
-    async def __aenter__(self) -> None:
-        if self.inside >= self._capacity:
-            raise Busy
-        self.inside += 1
-        try:
-            await self._slots.acquire()
-        except BaseException:
-            self.inside -= 1
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._slots.release()
-        self.inside -= 1
-
-
-def _chars_in_thread(
-    chars: Iterator[list[str]],
-    stop: threading.Event,
-    deadline: float,
-    loop: asyncio.AbstractEventLoop,
-    queue: asyncio.Queue,
-) -> None:
-    """Run the sampler, handing each step to the event loop; stop on request or at the deadline."""
-    reason = "length"
-    try:
-        for step in chars:
-            if stop.is_set():
-                reason = "stopped"
-                break
-            loop.call_soon_threadsafe(queue.put_nowait, step)
-            if time.monotonic() > deadline:
-                reason = "time limit"
-                break
-    except Exception as e:  # surfaced to the client as an error event, never a dropped connection
-        reason = f"error: {e}"
-    loop.call_soon_threadsafe(queue.put_nowait, reason)
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.limit:
+                reply = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+                return await reply(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAPI:
     """The FastAPI application serving `loaded` within `limits`."""
     limits = limits or ServeConfig()
-    gate = Gate(limits.max_running, limits.max_waiting)
-    stats = {"active": 0, "served": 0}
+    engine = Engine(loaded, weights_for(loaded, limits.weights, BLOCK), limits)
     app = FastAPI(title="charnn", description="Generate text with a character-level RNN.", version="1")
+    app.state.engine = engine
 
-    @app.middleware("http")
-    async def cap_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_body_bytes:
-            return JSONResponse(
-                {"detail": f"request body over {limits.max_body_bytes} bytes"}, status_code=413
-            )
-        return await call_next(request)
+    app.add_middleware(CapBody, limit=limits.max_body_bytes)
 
-    def sampling(cfg: SamplingConfig) -> tuple[str, Iterator[list[str]]]:
-        for value, limit, what in (
-            (cfg.length, limits.max_length, "length"),
-            (cfg.num_samples, limits.max_samples, "num_samples"),
-            (len(cfg.start), limits.max_start, "the start string's length"),
-        ):
-            if value > limit:
-                raise HTTPException(422, f"{what} {value} is over this server's limit of {limit}")
-        return stream(loaded, cfg, limits.weights)
-
-    async def run_generation(req: BaseModel) -> AsyncIterator[list[str] | str]:
-        """Steps of the generation as they come, then the reason it ended (a str)."""
+    def admit(req: BaseModel) -> Stream:
+        """The request's stream, taken in by the engine; 422 for a bad request, 503 without room."""
         try:
             cfg = SamplingConfig(**req.model_dump())
-            start, chars = sampling(cfg)
+            for value, limit, what in (
+                (cfg.length, limits.max_length, "length"),
+                (cfg.num_samples, limits.max_samples, "num_samples"),
+                (len(cfg.start), limits.max_start, "the start string's length"),
+            ):
+                if value > limit:
+                    raise HTTPException(422, f"{what} {value} is over this server's limit of {limit}")
+            stream = Stream(cfg, start_text(loaded.vocab, cfg), limits.timeout)
         except CharnnError as e:
             raise HTTPException(422, str(e)) from None
-        loop, queue, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+        engine.wakeups.bind(asyncio.get_running_loop())
         try:
-            async with gate:
-                stats["active"] += 1
-                try:
-                    deadline = time.monotonic() + limits.timeout
-                    worker = threading.Thread(
-                        target=_chars_in_thread, args=(chars, stop, deadline, loop, queue), daemon=True
-                    )
-                    worker.start()
-                    yield [start] * cfg.num_samples
-                    while True:
-                        item = await queue.get()
-                        yield item
-                        if isinstance(item, str):
-                            break
-                finally:
-                    stop.set()
-                    stats["active"] -= 1
-                    stats["served"] += 1
-        except Busy:
-            raise HTTPException(
-                503, "the server is busy; try again in a moment", {"Retry-After": "2"}
-            ) from None
+            engine.submit(stream)
+        except Busy as e:
+            raise HTTPException(503, str(e), {"Retry-After": "2"}) from None
+        return stream
+
+    async def steps(stream: Stream) -> AsyncIterator[list[list[str]] | str]:
+        """Batches of steps as the engine makes them, then the reason the stream ended (a str)."""
+        try:
+            while True:
+                await stream.event.wait()
+                stream.event.clear()
+                taken, reason = engine.take(stream)
+                if taken:
+                    yield taken
+                if reason is not None:
+                    yield reason
+                    return
+        finally:  # also when the client went away: free its rows now
+            engine.cancel(stream)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -171,20 +127,30 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
 
     @app.get("/v1/stats")
     async def server_stats() -> dict:
-        return {**stats, "waiting_or_running": gate.inside}
+        now = engine.snapshot()
+        # active, served and waiting_or_running: the names of the first /v1/stats, kept for its users
+        old = {"active": now["live_streams"], "served": now["served_total"]}
+        return {**old, "waiting_or_running": now["live_streams"], **now}
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        """The same figures in Prometheus' text format."""
+        return PlainTextResponse(prometheus(engine.snapshot()), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/generate")
     async def generate(req: GenerateRequest) -> dict:
         started = time.perf_counter()
+        stream = admit(req)
         parts: list[list[str]] = [[] for _ in range(req.num_samples)]
         reason = "length"
-        async for item in run_generation(req):
+        async for item in steps(stream):
             if isinstance(item, str):
                 reason = item
-            else:
-                for part, c in zip(parts, item, strict=True):
+                continue
+            for step in item:
+                for part, c in zip(parts, step, strict=True):
                     part.append(c)
-        texts = ["".join(p) for p in parts]
+        texts = [stream.start + "".join(p) for p in parts]
         return {
             "text": texts[0],
             "texts": texts,
@@ -195,18 +161,18 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
     @app.get("/v1/generate/stream")
     async def generate_stream(req: Annotated[StreamRequest, Query()]) -> StreamingResponse:
         """Server-Sent Events: `start` once, then one `data: {"text": c}` per character, then `done`."""
-        events = run_generation(req)
-        first = await anext(events)  # validation, the queue and the start string happen before the 200
+        stream = admit(req)  # validation and capacity are settled before the 200
 
         async def sse() -> AsyncIterator[str]:
+            events = steps(stream)
             try:
-                yield f"event: start\ndata: {json.dumps({'text': first[0]})}\n\n"
+                yield f"event: start\ndata: {json.dumps({'text': stream.start})}\n\n"
                 async for item in events:
                     if isinstance(item, str):
                         yield f"event: done\ndata: {json.dumps({'finish_reason': item})}\n\n"
-                    else:
-                        yield f"data: {json.dumps({'text': item[0]})}\n\n"
-            finally:  # also when the client went away: stop its generation now
+                    else:  # every step taken at once: one write for however many chars are ready
+                        yield "".join(f"data: {json.dumps({'text': step[0]})}\n\n" for step in item)
+            finally:
                 await events.aclose()
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

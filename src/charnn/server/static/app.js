@@ -96,6 +96,17 @@ async function loadInfo() {
   }
 }
 
+// How busy the server is: "12 others generating" (this page's own stream not counted), every few seconds.
+async function showBusy() {
+  try {
+    const stats = await (await fetch("/v1/stats")).json();
+    const others = stats.live_streams - (source ? 1 : 0);
+    $("busy").textContent = others > 0 ? `${others} other${others === 1 ? "" : "s"} generating` : "";
+  } catch {
+    $("busy").textContent = "";
+  }
+}
+
 for (const id of ["temperature", "length"]) {
   const input = $(id);
   input.addEventListener("input", () => { $(id + "-value").textContent = input.value; });
@@ -108,3 +119,5 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "Escape") stop();
 });
 loadInfo();
+showBusy();
+setInterval(() => { if (!document.hidden) showBusy(); }, 3000);
