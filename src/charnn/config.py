@@ -9,13 +9,12 @@ tested against them. The environment variables charnn reads are read here and no
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from charnn.declare import Declared, declared, setting, settle
+from charnn.declare import Declared, declared, one_of, parse_duration, setting, settle
 from charnn.errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
@@ -43,17 +42,6 @@ ENVIRONMENT = {  # the environment variables charnn reads, and what each one doe
 }
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as `90s`, `10m`, `2h` or a plain number of seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
-    if not match:
-        raise ConfigError(f"not a duration: {text!r} (use e.g. 90s, 10m or 2h)")
-    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-    if value <= 0:
-        raise ConfigError(f"a duration must be positive, got {text!r}")
-    return value
-
-
 def _from_environment(name: str, default: Any, parse: Callable[[str], Any] = str) -> Callable[[], Any]:
     def read() -> Any:
         text = os.environ.get(name)
@@ -65,15 +53,6 @@ def _from_environment(name: str, default: Any, parse: Callable[[str], Any] = str
             raise ConfigError(f"{name}: {e}") from None
 
     return read
-
-
-def _one_of(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise ConfigError(f"must be one of {', '.join(choices)}, got {text!r}")
-        return text
-
-    return parse
 
 
 def env_path(name: str) -> Path | None:
@@ -247,7 +226,7 @@ class TrainConfig:
         group="run",
     )
     lstm_kernel: str = setting(
-        _from_environment("CHARNN_LSTM_KERNEL", "auto", _one_of(*LSTM_KERNELS, *OLD_LSTM_KERNELS)),
+        _from_environment("CHARNN_LSTM_KERNEL", "auto", one_of(*LSTM_KERNELS, *OLD_LSTM_KERNELS)),
         "bf16 LSTM training on a CPU: pytorch (PyTorch's fused kernel), charnn-bf16 (charnn's own layer), "
         "or auto: of those whose bf16 gradients pass a check against fp32 here, the faster at these sizes",
         choices=LSTM_KERNELS,

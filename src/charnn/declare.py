@@ -8,6 +8,7 @@ from keywords, as the command line, the Python API and the HTTP API do.
 from __future__ import annotations
 
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
@@ -198,3 +199,25 @@ def build_each(given: dict[str, Any], *classes: type) -> tuple:
         if value is not None:
             taken[owners[0]][_names(classes[owners[0]])[key]] = value
     return tuple(cls(**kwargs) for cls, kwargs in zip(classes, taken, strict=True))
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as `90s`, `10m`, `2h` or a plain number of seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    if not match:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 90s, 10m or 2h)")
+    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if value <= 0:
+        raise ConfigError(f"a duration must be positive, got {text!r}")
+    return value
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    """A parser accepting only `choices`."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ConfigError(f"must be one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
