@@ -32,6 +32,7 @@ MAX_LR = 10.0
 MAX_LENGTH = 1_000_000
 MAX_SAMPLES = 1024
 MAX_TOTAL_CHARS = 10_000_000
+MAX_INSPECT_CHARS = 20_000  # one page's worth: each char carries its guesses and unit values
 
 # The environment variables charnn reads, and what each one does.
 ENVIRONMENT = {
@@ -344,6 +345,37 @@ class ServeConfig:
         settle(self)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CopyingConfig:
+    """What `charnn copying` checks against the training text, and how it generates what it checks."""
+
+    commands: ClassVar = ("copying",)
+    data: str | None = setting(None, "the training text", shown_default="the model's training text")
+    text: str | None = setting(None, "check the text of FILE ('-': stdin), not samples", shown_default="none")
+    samples: int = setting(10, "samples to generate", ge=1, le=100)
+    length: int = setting(1000, "characters per sample", ge=1, le=100_000)
+    temperature: float = setting(1.0, "sampling temperature", gt=0)
+    seed: int = setting(0, "same seed, same samples")
+    spans: str = setting("20,50,100", "copied-span lengths k to report, comma-separated")
+
+    def __post_init__(self) -> None:
+        settle(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InspectConfig:
+    """What `charnn inspect` looks at and where the page goes."""
+
+    commands: ClassVar = ("inspect",)
+    text: str | None = setting(None, "the text to look inside", shown_default="none")
+    file: str | None = setting(None, "read the text from FILE ('-': stdin)", shown_default="none")
+    out: str = setting("inspect.html", "the HTML page to write")
+    units: int = setting(6, "units shown per layer, best correlated first", ge=1, le=64)
+
+    def __post_init__(self) -> None:
+        settle(self)
+
+
 SETTINGS_CLASSES = (
     RunOptions,
     ModelConfig,
@@ -352,6 +384,8 @@ SETTINGS_CLASSES = (
     GenerateConfig,
     EvaluateConfig,
     ServeConfig,
+    CopyingConfig,
+    InspectConfig,
 )
 
 
