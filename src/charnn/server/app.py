@@ -24,6 +24,7 @@ from charnn.api import describe, stream
 from charnn.config import SamplingConfig, ServeConfig
 from charnn.declare import declared
 from charnn.errors import CharnnError
+from charnn.server.look import CopyFinder, look_router
 from charnn.store.model_dir import LoadedModel
 
 STATIC = Path(str(resources.files("charnn").joinpath("server/static")))
@@ -101,6 +102,8 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
     gate = Gate(limits.max_running, limits.max_waiting)
     stats = {"active": 0, "served": 0}
     app = FastAPI(title="charnn", description="Generate text with a character-level RNN.", version="1")
+    finder = CopyFinder(loaded)
+    app.include_router(look_router(loaded, finder))
 
     @app.middleware("http")
     async def cap_body(request: Request, call_next):
@@ -173,7 +176,8 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
         return {**stats, "waiting_or_running": gate.inside}
 
     @app.post("/v1/generate")
-    async def generate(req: GenerateRequest) -> dict:
+    async def generate(req: GenerateRequest, copies: Annotated[int, Query(ge=0)] = 0) -> dict:
+        """Generate; `?copies=K` adds the spans of K+ chars each text copies from the training text."""
         started = time.perf_counter()
         parts: list[list[str]] = [[] for _ in range(req.num_samples)]
         reason = "length"
@@ -184,11 +188,13 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
                 for part, c in zip(parts, item, strict=True):
                     part.append(c)
         texts = ["".join(p) for p in parts]
+        copied = {"copies": await finder.spans_of(texts, copies)} if copies else {}
         return {
             "text": texts[0],
             "texts": texts,
             "finish_reason": reason,
             "seconds": round(time.perf_counter() - started, 3),
+            **copied,
         }
 
     @app.get("/v1/generate/stream")
