@@ -41,10 +41,11 @@ def test_spans_do_not_overlap_and_point_at_their_source(index):
     text = np.concatenate([index.ids[100:140], index.ids[900:930], novel(5)])
     m = index.matches(text)
     spans = copied_spans(m, 20)
-    assert [(s.start, s.length) for s in spans][0] == (0, 40) and spans[0].source == 100
+    assert (spans[0].start, spans[0].length, spans[0].source) == (0, 40, 100)
     assert sum(s.length for s in spans) == covered(m.lengths, 20).sum() == 70
     for s in spans:
-        assert index.ids[s.source : s.source + s.length].tolist() == text[s.start : s.start + s.length].tolist()
+        source = index.ids[s.source : s.source + s.length]
+        assert source.tolist() == text[s.start : s.start + s.length].tolist()
 
 
 def test_span_lengths_are_checked():
