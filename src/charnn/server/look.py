@@ -15,18 +15,18 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from charnn.config import MAX_INSPECT_CHARS
 from charnn.copy_report import encode_known, training_index
 from charnn.errors import CharnnError
 from charnn.inspection.page import inspection
 from charnn.store.model_dir import LoadedModel
 from charnn.text.copying import Locator, copied_spans
 
+MAX_PAGE_CHARS = 5_000  # the longest text the tab inspects: its request stays under the body cap (16 KB)
 MAX_COPYING_CHARS = 100_000
 
 
 class InspectRequest(BaseModel):
-    text: str = Field(description="the text to look inside", max_length=MAX_INSPECT_CHARS)
+    text: str = Field(description=f"the text to look inside (at most {MAX_PAGE_CHARS:,} chars)")
     units: int = Field(6, ge=1, le=64, description="units shown per layer, best correlated first")
 
 
@@ -85,7 +85,7 @@ def look_router(loaded: LoadedModel, finder: CopyFinder) -> APIRouter:
     async def inspect(req: InspectRequest) -> dict:
         """Surprisal and top guesses per char, and the units that follow simple features of the text."""
         try:
-            return await asyncio.to_thread(inspection, loaded, req.text, req.units)
+            return await asyncio.to_thread(inspection, loaded, req.text, req.units, MAX_PAGE_CHARS)
         except CharnnError as e:
             raise HTTPException(422, str(e)) from None
 

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const MAX_CHARS = 20000; // the server's limit too (MAX_INSPECT_CHARS)
+  const MAX_CHARS = 5000; // the server's limit too (MAX_PAGE_CHARS in server/look.py)
   const COPY_K = 20;
   const el = (tag, props = {}) => Object.assign(document.createElement(tag), props);
 
@@ -34,7 +34,7 @@
       const value = text.value;
       if (!value) return void (status.textContent = "Type some text first.");
       if (value.length > MAX_CHARS) {
-        status.textContent = `The text holds ${value.length} chars; at most ${MAX_CHARS} at once.`;
+        status.textContent = `The text holds ${value.length} chars; at most ${MAX_CHARS} at once here (charnn inspect takes longer texts).`;
         return;
       }
       run.disabled = true;
