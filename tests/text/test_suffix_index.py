@@ -61,6 +61,13 @@ def test_a_damaged_cached_index_is_rebuilt(tmp_path, monkeypatch):
     assert np.array_equal(load_index(ids, "x", tuple("0123456789")).suffixes, good)
 
 
+def test_a_memory_mapped_read_only_corpus_is_indexed(tmp_path):
+    ids = np.random.default_rng(4).integers(0, 10, 3000).astype(np.uint8)
+    (tmp_path / "c.ids").write_bytes(ids.tobytes())
+    mapped = np.memmap(tmp_path / "c.ids", dtype=np.uint8, mode="r", shape=(3000,))
+    assert np.array_equal(build_suffixes(mapped), build_suffixes(ids.copy()))
+
+
 def test_a_corpus_past_int32_positions_is_refused_before_any_work(tmp_path):
     sparse = tmp_path / "huge.ids"
     with open(sparse, "wb") as f:  # a sparse file: no disk or memory is used for its 2 GiB

@@ -168,7 +168,10 @@ def build_suffixes(ids: np.ndarray) -> np.ndarray:
         )
     from pydivsufsort import divsufsort
 
-    return divsufsort(np.ascontiguousarray(ids)).astype(np.int32, copy=False)
+    ids = np.asarray(ids)
+    if not (ids.flags.writeable and ids.flags.c_contiguous):  # a memory-mapped cache: the library wants a copy
+        ids = np.array(ids)
+    return divsufsort(ids).astype(np.int32, copy=False)
 
 
 def load_index(ids: np.ndarray, sha256: str, chars: tuple[str, ...]) -> SuffixIndex:
