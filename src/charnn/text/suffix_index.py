@@ -169,7 +169,7 @@ def build_suffixes(ids: np.ndarray) -> np.ndarray:
     from pydivsufsort import divsufsort
 
     ids = np.asarray(ids)
-    if not (ids.flags.writeable and ids.flags.c_contiguous):  # a memory-mapped cache: the library wants a copy
+    if not (ids.flags.writeable and ids.flags.c_contiguous):  # e.g. a memory-mapped cache: copy it
         ids = np.array(ids)
     return divsufsort(ids).astype(np.int32, copy=False)
 
