@@ -12,12 +12,12 @@ from pathlib import Path
 from charnn.config import EvaluateConfig, GenerateConfig, SamplingConfig
 from charnn.declare import build_each
 from charnn.device import resolve_device
-from charnn.errors import ConfigError, DataError
+from charnn.errors import DataError
 from charnn.evaluation import EVAL_WINDOW, loss_carried, loss_windows
 from charnn.nn.stepper import StepModel, choose_weights
 from charnn.sampling import sample, start_text
 from charnn.store.model_dir import LoadedModel, load_model
-from charnn.text.corpus import SHAKESPEARE, is_url, load_corpus, split
+from charnn.text.corpus import split, training_text
 
 _LOAD = GenerateConfig()
 
@@ -83,12 +83,7 @@ def evaluate(model: str | Path | LoadedModel, **settings: object) -> dict:
     (cfg,) = build_each(settings, EvaluateConfig)
     loaded = model if isinstance(model, LoadedModel) else load(model, cfg.device)
     training = loaded.info.get("training", {})
-    source = cfg.data or training.get("data")
-    if not source:
-        raise ConfigError(f"{loaded.path}: the model does not record its training text; pass --data")
-    if not cfg.data and not (source == SHAKESPEARE or is_url(source) or Path(source).exists()):
-        raise DataError(f"{source}: the model's training text is no longer there; pass --data PATH")
-    corpus = load_corpus(source, training.get("encoding", "utf-8"), vocab=loaded.vocab)
+    corpus = training_text(training, cfg.data, loaded.vocab, loaded.path)
     val_fraction = training.get("val_fraction", 0.1)
     train_ids, val_ids = split(corpus.ids, val_fraction)
     ids = {"val": val_ids, "train": train_ids, "all": corpus.ids}[cfg.split]

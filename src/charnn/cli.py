@@ -10,9 +10,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from charnn.config import (
+    CopyingConfig,
     EvaluateConfig,
     ExportConfig,
     GenerateConfig,
+    InspectConfig,
     ModelConfig,
     RunOptions,
     SamplingConfig,
@@ -133,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     "install 'charnn[export]'; --format web also onnxruntime-web from npm, see docs/export.md)."
     p = _model_command(sub, "export", "the model as ONNX, or as a web page", description=description)
     p.set_defaults(handler=_export)
+    p = _model_command(sub, "copying", "how much of what a model writes is copied from its training text")
+    _switch(p, "--json", "print one JSON object")
+    p.set_defaults(handler=_copying)
+    p = _model_command(sub, "inspect", "a page showing what a model expects and what its units track")
+    _switch(p, "--json", "print one JSON object instead of writing the page")
+    p.set_defaults(handler=_inspect)
     p = sub.add_parser(
         "bench",
         help="measure training and generation speed on this machine",
@@ -253,6 +261,22 @@ def _export(args: argparse.Namespace) -> int:
         print(f"charnn: warning: {warning}", file=sys.stderr)
     total = sum(result.sizes.values())
     print(f"exported {len(result.sizes)} files ({total / 2**20:.1f} MB) to {result.path}", file=sys.stderr)
+    return 0
+
+
+def _copying(args: argparse.Namespace) -> int:
+    from charnn.copy_report import copying_report, format_report
+
+    report = copying_report(args.model, **given(args, CopyingConfig))
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from charnn.inspection.page import inspect_to
+
+    summary = inspect_to(args.model, as_json=args.json, **given(args, InspectConfig))
+    print(summary, file=None if args.json else sys.stderr)
     return 0
 
 

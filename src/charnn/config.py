@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from charnn.declare import Declared, declared, one_of, parse_duration, setting, settle
 from charnn.errors import ConfigError
+from charnn.tool_settings import TEMPERATURE, CopyingConfig, ExportConfig, InspectConfig
 
 CELLS = ("lstm", "gru", "rnn")
 BATCHINGS = ("windows", "stream", "random")
@@ -32,6 +33,7 @@ MAX_LENGTH = 1_000_000
 MAX_SAMPLES = 1024
 MAX_TOTAL_CHARS = 10_000_000
 STREAMS_PER_CORE = 64  # charnn serve's default capacity (docs/serve.md has the measurements)
+MAX_INSPECT_CHARS = 20_000  # one page's worth: each char carries its guesses and unit values
 
 ENVIRONMENT = {  # the environment variables charnn reads, and what each one does
     "CHARNN_CACHE_DIR": "where encoded big corpora and downloads are kept (default: the user cache folder)",
@@ -283,7 +285,7 @@ class SamplingConfig:
     )
     length: int = setting(1000, "characters to generate", ge=0, le=MAX_LENGTH)
     temperature: float = setting(
-        1.0, "below 1: safer text; above 1: wilder", gt=0, hint="--greedy picks the most likely char"
+        TEMPERATURE, "below 1: safer text; above 1: wilder", gt=0, hint="--greedy picks the most likely char"
     )
     top_k: int | None = setting(None, "sample only among the k most likely chars", ge=1)
     top_p: float | None = setting(None, "sample only among the most likely chars adding up to p", gt=0, le=1)
@@ -358,19 +360,6 @@ class ServeConfig:
         settle(self)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ExportConfig:  # what `charnn export` writes, and where
-    commands: ClassVar = ("export",)
-    format: str = setting(
-        "onnx", "onnx: the step graph; web: also a page running it", choices=("onnx", "web")
-    )
-    out: str | None = setting(None, "folder to write (required)", shown_default="none")
-    force: bool = setting(False, "replace what an existing non-empty --out holds")
-
-    def __post_init__(self) -> None:
-        settle(self)
-
-
 SETTINGS_CLASSES = (
     RunOptions,
     ModelConfig,
@@ -380,6 +369,8 @@ SETTINGS_CLASSES = (
     EvaluateConfig,
     ServeConfig,
     ExportConfig,
+    CopyingConfig,
+    InspectConfig,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,7 +42,8 @@ def atomic_stream(path: Path, chunks: Iterable[bytes]) -> None:
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the folder is a file: there is no temp file to remove
+            tmp.unlink(missing_ok=True)
         raise write_error(path, e) from None
 
 

@@ -27,6 +27,7 @@ from charnn.errors import CharnnError
 from charnn.sampling import start_text
 from charnn.server.browser import add_browser_routes
 from charnn.server.engine import BLOCK, Engine
+from charnn.server.look import CopyFinder, look_router
 from charnn.server.metrics import prometheus
 from charnn.server.streams import Busy, Stream
 from charnn.store.model_dir import LoadedModel
@@ -71,6 +72,8 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
     engine = Engine(loaded, weights_for(loaded, limits.weights, BLOCK), limits)
     app = FastAPI(title="charnn", description="Generate text with a character-level RNN.", version="1")
     app.state.engine = engine
+    finder = CopyFinder(loaded)
+    app.include_router(look_router(loaded, finder))
 
     app.add_middleware(CapBody, limit=limits.max_body_bytes)
 
@@ -138,7 +141,8 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
         return PlainTextResponse(prometheus(engine.snapshot()), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/generate")
-    async def generate(req: GenerateRequest) -> dict:
+    async def generate(req: GenerateRequest, copies: Annotated[int, Query(ge=0)] = 0) -> dict:
+        """Generate; `?copies=K` adds the spans of K+ chars each text copies from the training text."""
         started = time.perf_counter()
         stream = admit(req)
         parts: list[list[str]] = [[] for _ in range(req.num_samples)]
@@ -151,11 +155,13 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
                 for part, c in zip(parts, step, strict=True):
                     part.append(c)
         texts = [stream.start + "".join(p) for p in parts]
+        copied = {"copies": await finder.spans_of(texts, copies)} if copies else {}
         return {
             "text": texts[0],
             "texts": texts,
             "finish_reason": reason,
             "seconds": round(time.perf_counter() - started, 3),
+            **copied,
         }
 
     @app.get("/v1/generate/stream")

@@ -165,7 +165,7 @@ class Engine:
             block, r = divmod(row, BLOCK)
             for held in self.states[block]:
                 held[:, r] = 0.0
-            self.temperature[row] = 1.0 if cfg.greedy else cfg.temperature
+            self.temperature[row] = 1 if cfg.greedy else cfg.temperature  # greedy ignores it
             self.top_k[row] = cfg.top_k or self.logits.shape[1]
             self.top_p[row] = cfg.top_p if cfg.top_p is not None and cfg.top_p < 1 else 2.0
             self.greedy[row] = cfg.greedy

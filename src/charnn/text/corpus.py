@@ -63,6 +63,16 @@ def with_vocab(corpus: Corpus, vocab: Vocab) -> Corpus:
     return replace(corpus, ids=_recode(corpus.ids, corpus.vocab, vocab, corpus.source), vocab=vocab)
 
 
+def training_text(training: dict, data: str | None, vocab: Vocab, model: object) -> Corpus:
+    """The text a model was trained on, found from its training record (or at `data`, where it moved)."""
+    source = data or training.get("data")
+    if not source:
+        raise ConfigError(f"{model}: the model does not record its training text; pass --data")
+    if not data and not (source == SHAKESPEARE or is_url(source) or Path(source).exists()):
+        raise DataError(f"{source}: the model's training text is no longer there; pass --data PATH")
+    return load_corpus(source, training.get("encoding", "utf-8"), vocab=vocab)
+
+
 def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 

@@ -22,6 +22,7 @@ from charnn.store.rundir import RunDir
 from charnn.text.batches import make_batches
 from charnn.text.corpus import Corpus, split
 from charnn.training import distributed, state
+from charnn.training.copy_probe import CopyProbe
 from charnn.training.curriculum import chars_before, sampling_prob, seq_len_at
 from charnn.training.plot import matplotlib_available, plot_losses
 from charnn.training.progress import Reporter
@@ -85,6 +86,7 @@ class Loop:
         self.step_limit: int | None = min((x for x in limits if x), default=None)
         self.progress = state.Progress(planned_steps=self.step_limit or 0)
         self.last_val: LossReport | None = None
+        self.copy_probe = CopyProbe(corpus, train_ids, cfg.seed)
         self.has_model = False  # model/ written by this run; the same answer on every rank
         self._plot_note_shown = False
         self.init_from: dict | None = None  # the model a --init-from run started from, as recorded
@@ -166,7 +168,8 @@ class Loop:
                 model = self.train_step.model
                 save_model(self.rundir.model_dir, model, self.corpus.vocab, self.training_summary())
         if report is not None and self.ranks.is_main:
-            self._record(val_loss=report.nats, val_bits_per_char=report.bits)
+            copying = self.copy_probe.measure(self.train_step.model)
+            self._record(val_loss=report.nats, val_bits_per_char=report.bits, **copying)
             self._plot()
 
     def _record(self, **values: float) -> None:

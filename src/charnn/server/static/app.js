@@ -49,6 +49,7 @@ function generate(event) {
     const reason = JSON.parse(e.data).finish_reason;
     const seconds = (performance.now() - started) / 1000;
     finish(`${count} characters in ${seconds.toFixed(1)} s (${reason}).`);
+    document.dispatchEvent(new CustomEvent("charnn:generated", { detail: output.textContent }));
   });
   source.onerror = async () => {
     if (!source) return;

@@ -1,0 +1,92 @@
+"""The look inside as data (what `--json`, the page and the server's endpoint show) and as one
+self-contained HTML page (styles, script and data inline: it opens without a network)."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from charnn.config import MAX_INSPECT_CHARS, InspectConfig
+from charnn.declare import build
+from charnn.errors import ConfigError, DataError
+from charnn.fileio import atomic_write
+from charnn.inspection.features import find_units, units_to_show
+from charnn.inspection.trace import trace
+from charnn.store.model_dir import LoadedModel, load_model
+
+
+def inspection(loaded: LoadedModel, text: str, units: int = 6, limit: int = MAX_INSPECT_CHARS) -> dict:
+    """Per char: surprisal (nats) and top guesses; per layer: the units found for each feature and the
+    activations of the `units` best ones, in the order shown."""
+    t = trace(loaded.model, loaded.vocab, text, limit)
+    known = t.surprisal[~np.isnan(t.surprisal)]
+    layers = []
+    for k, acts in enumerate(t.layers):
+        found = find_units(acts, text)
+        shown = [
+            {"unit": u, "feature": name, "r": round(r, 3), "values": [round(float(v), 3) for v in acts[:, u]]}
+            for u, name, r in units_to_show(found, units)
+        ]
+        features = {name: [{"unit": u, "r": round(r, 3)} for u, r in best] for name, best in found.items()}
+        layers.append({"layer": k, "units": shown, "features": features})
+    return {
+        "model": f"{loaded.config.cell.upper()} {loaded.config.layers}x{loaded.config.hidden}",
+        "text": text,
+        "surprisal": [None if math.isnan(s) else round(float(s), 4) for s in t.surprisal],
+        "mean_surprisal": round(float(known.mean()), 4) if len(known) else None,
+        "guesses": [[[c, round(p, 4)] for c, p in g] for g in t.guesses],
+        "layers": layers,
+    }
+
+
+def _asset(name: str) -> str:
+    return resources.files("charnn").joinpath(f"inspection/{name}").read_text(encoding="utf-8")
+
+
+def render_html(data: dict) -> str:
+    """One page holding the view's styles, script and `data`."""
+    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    title = html.escape(f"charnn inspect: {data['model']}")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>\n'
+        f"<style>{_asset('view.css')}</style></head>\n<body>\n<h1>{title}</h1>\n"
+        '<div id="inspect-view"></div>\n'
+        f"<script>{_asset('view.js')}</script>\n"
+        f'<script>charnnInspect.render(document.getElementById("inspect-view"), {payload});</script>\n'
+        "</body></html>\n"
+    )
+
+
+def read_text(cfg: InspectConfig) -> str:
+    """The text given with --text, or read from --file (stdin for '-')."""
+    if (cfg.text is None) == (cfg.file is None):
+        raise ConfigError("give the text to look inside with --text TEXT or --file FILE (one of them)")
+    if cfg.text is not None:
+        return cfg.text
+    try:
+        return sys.stdin.read() if cfg.file == "-" else Path(cfg.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"{cfg.file}: cannot read it as UTF-8 text ({getattr(e, 'strerror', None) or e})"
+        ) from None
+
+
+def inspect_to(model: str | Path | LoadedModel, as_json: bool = False, **settings: object) -> str:
+    """Write the page to `out` (or, with `as_json`, return the data as JSON); returns what to print.
+
+    `settings`: InspectConfig's (text, file, out, units)."""
+    cfg = build(InspectConfig, settings)
+    text = read_text(cfg)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    data = inspection(loaded, text, cfg.units)
+    if as_json:
+        return json.dumps(data, ensure_ascii=False)
+    out = Path(cfg.out)
+    atomic_write(out, render_html(data).encode("utf-8"))
+    return f"charnn: wrote {out} ({len(text):,} chars, mean surprisal {data['mean_surprisal']} nats/char)"

@@ -1,0 +1,55 @@
+"""`charnn inspect` end to end: a self-contained page, the JSON, and each bad input as one clear line."""
+
+import json
+import re
+
+import numpy as np
+
+from charnn.api import load
+from charnn.config import MAX_INSPECT_CHARS
+from charnn.inspection.trace import trace
+from conftest import assert_clean_error, run_cli
+
+TEXT = "First Citizen:\nSpeak, speak.\n"
+
+
+def test_the_page_is_one_file_that_needs_no_network(trained_run, tmp_path):
+    out = tmp_path / "page.html"
+    result = run_cli("inspect", str(trained_run), "--text", TEXT, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stderr and "mean surprisal" in result.stderr
+    page = out.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # nothing fetched from elsewhere
+    assert "charnnInspect.render" in page and "inside quotes" not in page.split("<script>")[0]
+    data = json.loads(page.rsplit('document.getElementById("inspect-view"), ', 1)[1].rsplit(");", 1)[0])
+    assert data["text"] == TEXT
+
+
+def test_json_matches_the_python_computation(trained_run, tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    result = run_cli("inspect", str(trained_run), "--file", str(tmp_path / "t.txt"), "--json", "--units", "3")
+    data = json.loads(result.stdout)
+    loaded = load(trained_run)
+    t = trace(loaded.model, loaded.vocab, TEXT)
+    np.testing.assert_allclose(data["surprisal"], t.surprisal, atol=1e-3)
+    assert [c for c, _ in data["guesses"][5]] == [c for c, _ in t.guesses[5]]
+    (layer,) = data["layers"]
+    assert len(layer["units"]) == 3
+    first = layer["units"][0]
+    np.testing.assert_allclose(first["values"], t.layers[0][:, first["unit"]], atol=1e-3)
+    assert set(layer["features"]) >= {"position in line", "upper case", "speaker line"}
+
+
+def test_bad_inputs_are_one_clear_line(trained_run, tmp_path):
+    run = str(trained_run)
+    assert_clean_error(run_cli("inspect", run, "--text", ""), "empty")
+    assert_clean_error(run_cli("inspect", run, "--text", "Speak€~"), "never saw", "'€'", "'~'")
+    assert_clean_error(run_cli("inspect", run), "--text TEXT or --file FILE")
+    long = "a" * (MAX_INSPECT_CHARS + 1)
+    assert_clean_error(run_cli("inspect", run, "--file", "-", stdin=long), f"at most {MAX_INSPECT_CHARS:,}")
+    assert_clean_error(run_cli("inspect", run, "--file", str(tmp_path / "none.txt")), "none.txt")
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    assert_clean_error(
+        run_cli("inspect", run, "--text", "All:", "--out", str(blocked / "p.html")), "cannot write"
+    )

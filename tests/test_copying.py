@@ -1,0 +1,86 @@
+"""`charnn copying` end to end: generated samples and given texts against the training text, beside the
+validation text's figures; and each bad input as one clear line."""
+
+import json
+import shutil
+
+import charnn
+from charnn.copy_report import copying_report
+from conftest import PARAGRAPH, assert_clean_error, run_cli
+
+
+def test_report_of_samples_with_the_validation_calibration(trained_run):
+    result = run_cli("copying", str(trained_run), "--samples", "2", "--length", "150", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["checked"]["chars"] == 300 and report["validation"]["chars"] == 300
+    assert set(report["checked"]["copied_share"]) == {"20", "50", "100"}
+    assert set(report["checked"]["novel_ngrams"]) == {"8", "16"}
+    # the validation text repeats the training paragraph: unseen, yet all of it is in the training text
+    assert report["validation"]["copied_share"]["100"] == 1.0
+    assert report["validation"]["longest"]["file"].endswith("corpus.txt")
+    assert "unseen text" in report["verdict"]
+    text = run_cli("copying", str(trained_run), "--samples", "2", "--length", "150")
+    assert "validation text (never seen)" in text.stdout and "longest copied span" in text.stdout
+
+
+def test_a_given_text_copied_from_the_corpus_is_found_with_its_line(trained_run, tmp_path):
+    copied = PARAGRAPH[:120]
+    path = tmp_path / "mine.txt"
+    path.write_text("zzzz " + copied, encoding="utf-8")
+    report = copying_report(trained_run, text=str(path), spans="20,100")
+    longest = report["checked"]["longest"]
+    assert longest["length"] >= 120 and longest["text"].startswith(copied[:100])
+    assert (longest["line"] - 1) % PARAGRAPH.count("\n") == 0  # a paragraph's first line: it repeats
+    assert report["checked"]["copied_share"]["100"] >= 120 / 125
+    stdin = run_cli("copying", str(trained_run), "--text", "-", "--json", stdin=copied)
+    assert json.loads(stdin.stdout)["checked"]["longest"]["length"] == 120
+
+
+def test_a_moved_corpus_needs_data_and_works_with_it(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run / "model", run / "model")
+    config = json.loads((run / "model" / "config.json").read_text())
+    moved = tmp_path / "moved.txt"
+    shutil.copy(config["training"]["data"], moved)
+    config["training"]["data"] = str(tmp_path / "gone.txt")
+    (run / "model" / "config.json").write_text(json.dumps(config))
+    assert_clean_error(run_cli("copying", str(run), "--samples", "1"), "no longer there; pass --data")
+    ok = run_cli("copying", str(run), "--samples", "1", "--length", "50", "--data", str(moved), "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["data"] == str(moved)
+
+
+def test_bad_inputs_are_one_clear_line(trained_run, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_clean_error(run_cli("copying", str(trained_run), "--text", str(empty)), "empty")
+    odd = tmp_path / "odd.txt"
+    odd.write_text("Speak€ speak~")
+    assert_clean_error(run_cli("copying", str(trained_run), "--text", str(odd)), "never saw", "'€'", "'~'")
+    assert_clean_error(run_cli("copying", str(trained_run), "--spans", "20,x"), "--spans")
+    missing = str(tmp_path / "nope.txt")
+    assert_clean_error(run_cli("copying", str(trained_run), "--text", missing), "nope.txt")
+    assert_clean_error(run_cli("copying", str(trained_run), "--samples", "0"), "--samples")
+
+
+def test_training_records_a_sample_copy_figures_at_each_validation(tmp_path):
+    data = tmp_path / "c.txt"
+    data.write_text(PARAGRAPH * 60, encoding="utf-8")
+    charnn.train(
+        tmp_path / "run",
+        data=str(data),
+        max_steps=20,
+        eval_every=10,
+        quiet=True,
+        hidden=16,
+        embedding=8,
+        seq_len=16,
+        batch_size=4,
+        precision="fp32",
+    )
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if "val_loss" in x]
+    assert len(evals) >= 2
+    for x in evals:
+        assert 0 <= x["copied_20"] <= 1 and 0 <= x["copied_50"] <= x["copied_20"]
+        assert x["copy_longest"] >= 1 and x["copy_probe_s"] >= 0

@@ -1,0 +1,77 @@
+"""The suffix index against a naive search: longest matches, where they are, the cache, the int32 limit."""
+
+import numpy as np
+import pytest
+
+from charnn.errors import DataError
+from charnn.text.suffix_index import MAX_INDEX_CHARS, SuffixIndex, build_suffixes, load_index
+
+
+def naive_longest(corpus: np.ndarray, query: np.ndarray, i: int) -> int:
+    haystack = corpus.tolist()
+    length = 0
+    while i + length < len(query):
+        needle = query[i : i + length + 1].tolist()
+        if not any(haystack[s : s + len(needle)] == needle for s in range(len(haystack))):
+            break
+        length += 1
+    return length
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("seed", range(4))
+def test_longest_matches_and_their_places_agree_with_a_naive_search(dtype, seed):
+    rng = np.random.default_rng(seed)
+    high = 3 if dtype == np.uint8 else 400  # ids past one byte take the two-byte path
+    corpus = rng.integers(0, high, 300).astype(dtype)
+    query = np.concatenate([rng.integers(0, high, 40), corpus[10:120], rng.integers(0, high, 20)])
+    m = SuffixIndex(corpus, build_suffixes(corpus)).matches(query)
+    for i in range(len(query)):
+        assert m.lengths[i] == naive_longest(corpus, query, i), i
+        assert corpus[m.where[i] : m.where[i] + m.lengths[i]].tolist() == query[i : i + m.lengths[i]].tolist()
+    assert m.lengths[40] >= 110  # the copied block, past the first search window
+
+
+def test_a_text_copied_whole_is_one_match():
+    corpus = np.random.default_rng(1).integers(0, 65, 50_000).astype(np.uint8)
+    m = SuffixIndex(corpus, build_suffixes(corpus)).matches(corpus[1000:6000])
+    assert m.lengths[0] == 5000 and m.where[0] == 1000
+    assert (m.lengths == np.arange(5000, 0, -1)).all()
+
+
+def test_the_index_is_cached_and_read_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARNN_CACHE_DIR", str(tmp_path))
+    ids = np.random.default_rng(2).integers(0, 10, 5000).astype(np.uint8)
+    first = load_index(ids, "abc", tuple("0123456789"))
+    files = sorted(p.name for p in (tmp_path / "corpora").iterdir())
+    assert any(name.endswith(".sa") for name in files)
+    second = load_index(ids, "abc", tuple("0123456789"))
+    assert isinstance(second.suffixes, np.memmap)
+    assert np.array_equal(first.suffixes, second.suffixes)
+    other = load_index(ids[:4000], "abc", tuple("0123456789"))  # another text, another index
+    assert len(other) == 4000 and len(list((tmp_path / "corpora").iterdir())) == 2 * len(files)
+
+
+def test_a_damaged_cached_index_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARNN_CACHE_DIR", str(tmp_path))
+    ids = np.random.default_rng(3).integers(0, 10, 2000).astype(np.uint8)
+    good = load_index(ids, "x", tuple("0123456789")).suffixes.copy()
+    (sa,) = (tmp_path / "corpora").glob("*.sa")
+    sa.write_bytes(sa.read_bytes()[:100])
+    assert np.array_equal(load_index(ids, "x", tuple("0123456789")).suffixes, good)
+
+
+def test_a_memory_mapped_read_only_corpus_is_indexed(tmp_path):
+    ids = np.random.default_rng(4).integers(0, 10, 3000).astype(np.uint8)
+    (tmp_path / "c.ids").write_bytes(ids.tobytes())
+    mapped = np.memmap(tmp_path / "c.ids", dtype=np.uint8, mode="r", shape=(3000,))
+    assert np.array_equal(build_suffixes(mapped), build_suffixes(ids.copy()))
+
+
+def test_a_corpus_past_int32_positions_is_refused_before_any_work(tmp_path):
+    sparse = tmp_path / "huge.ids"
+    with open(sparse, "wb") as f:  # a sparse file: no disk or memory is used for its 2 GiB
+        f.truncate(MAX_INDEX_CHARS + 1)
+    ids = np.memmap(sparse, dtype=np.uint8, mode="r", shape=(MAX_INDEX_CHARS + 1,))
+    with pytest.raises(DataError, match=r"2,147,483,648 chars; the copying index handles at most"):
+        load_index(ids, "huge", ("a",))
