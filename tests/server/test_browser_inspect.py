@@ -5,14 +5,13 @@ import pytest
 from charnn.api import load
 from charnn.inspection.trace import trace
 from charnn.server import background as server
-from conftest import PARAGRAPH, wait_until
-from server.test_browser import CHROMIUM, DRIVER, browser  # noqa: F401 (the fixture)
+from conftest import HAS_CHROMIUM, NO_CHROMIUM, PARAGRAPH, wait_until
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Chromium or chromedriver not installed")
+pytestmark = pytest.mark.skipif(not HAS_CHROMIUM, reason=NO_CHROMIUM)
 TEXT = "All:\nSpeak, speak.\n"
 
 
-def test_look_inside_colours_the_text_and_shows_the_guesses(browser, model_run, tmp_path):  # noqa: F811
+def test_look_inside_colours_the_text_and_shows_the_guesses(browser, model_run, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -59,7 +58,7 @@ def test_look_inside_colours_the_text_and_shows_the_guesses(browser, model_run, 
     assert (tmp_path / "inspect.png").stat().st_size > 10_000
 
 
-def test_generated_text_shows_its_copied_spans(browser, model_run):  # noqa: F811
+def test_generated_text_shows_its_copied_spans(browser, model_run):
     from selenium.webdriver.common.by import By
 
     with server(model_run) as (base, _):

@@ -31,7 +31,9 @@ class CopyProbe:
         if self._index is None:
             key = f"{self.corpus.sha256}:{len(self.train_ids)}"
             self._index = load_index(self.train_ids, key, self.corpus.vocab.chars)
-        cfg = SamplingConfig(length=PROBE_CHARS, seed=self.seed)
+        # from the training text's first char: an empty start needs a newline, which a text may lack
+        first = self.corpus.vocab.decode(self.train_ids[:1])
+        cfg = SamplingConfig(start=first, length=PROBE_CHARS, seed=self.seed)
         chars = "".join(step[0] for step in sample(model, self.corpus.vocab, cfg, "fp32"))
         model.train()
         f = figures([self.corpus.vocab.encode(chars)], self._index, PROBE_SPANS)
