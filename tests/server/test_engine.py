@@ -89,14 +89,16 @@ def test_a_seeded_request_gives_the_same_text_alone_or_beside_63_others(model_ru
         crowd_done = threading.Event()
 
         def crowd(seed: int) -> None:  # unseeded, different settings, joining and leaving all the time
-            body = {"length": 40 + seed, "temperature": 0.5 + seed / 40, "num_samples": 1 + seed % 2}
-            while not crowd_done.is_set():
-                httpx.post(base + "/v1/generate", json=body, timeout=60)
+            # long enough to stay live on a loaded machine, short enough to leave and join again
+            body = {"length": 400 + 40 * seed, "temperature": 0.5 + seed / 40, "num_samples": 1 + seed % 2}
+            with httpx.Client(timeout=60) as client:
+                while not crowd_done.is_set():
+                    client.post(base + "/v1/generate", json=body)
 
         others = [threading.Thread(target=crowd, args=(i,)) for i in range(63 - len(BODIES))]
         for t in others:
             t.start()
-        wait_until(lambda: httpx.get(base + "/v1/stats").json()["live_streams"] >= 40)
+        wait_until(lambda: httpx.get(base + "/v1/stats").json()["live_streams"] >= 40, timeout=60)
         beside: list = [None] * len(BODIES)
 
         def ask(i: int) -> None:
