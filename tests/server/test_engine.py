@@ -208,3 +208,35 @@ def test_older_capacity_flags_still_work_and_clash_clearly(model_run):
         assert httpx.get(base + "/v1/stats").json()["capacity_streams"] == 3
     result = run_cli("serve", str(model_run), "--max-streams", "4", "--max-running", "2")
     assert_clean_error(result, "--max-streams replaces --max-running")
+
+
+def test_streams_being_joined_count_against_the_capacity(model_run):
+    """Submitting while the worker joins other streams never admits more than --max-streams (each stream's
+    rows must fit the engine's tables)."""
+    from charnn.config import ServeConfig
+    from charnn.server.engine import Engine
+    from charnn.server.streams import Busy, Stream
+    from charnn.store.model_dir import load_model
+
+    engine = Engine(load_model(model_run), "fp32", ServeConfig(max_streams=3))
+    most, stop = 0, threading.Event()
+
+    def submit_again_and_again() -> None:
+        while not stop.is_set():
+            try:
+                engine.submit(Stream(SamplingConfig(length=2, num_samples=1), "", timeout=30))
+            except Busy:
+                time.sleep(0.0005)
+
+    threads = [threading.Thread(target=submit_again_and_again) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        most = max(most, engine.snapshot()["live_streams"])
+    stop.set()
+    for t in threads:
+        t.join()
+    engine.shutdown()
+    assert engine.counters.served > 50  # streams came and went all the time
+    assert most == 3

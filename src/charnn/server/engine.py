@@ -131,14 +131,15 @@ class Engine:
                     self.cv.wait(self._next_deadline())
                 if self.closing and not self.live and not self.joining:
                     return
-                joining, self.joining = self.joining, []
+                # they stay in `joining` until joined: counted against the capacity, ended by a shutdown
+                joining = list(self.joining)
             try:
                 for s in joining:
                     self._join(s)
                 self._advance()
             except Exception as e:  # surfaced to every client as the reason, never a stream left hanging
                 with self.cv:
-                    for s in [*self.live, *joining]:
+                    for s in [*self.live, *self.joining]:
                         self._finish(s, f"error: {e}")
 
     def _ready(self) -> bool:
@@ -170,7 +171,8 @@ class Engine:
             self.top_p[row] = cfg.top_p if cfg.top_p is not None and cfg.top_p < 1 else 2.0
             self.greedy[row] = cfg.greedy
         with self.cv:
-            if s.reason is None:
+            if s.reason is None:  # else ended (cancelled, shut down) while joining, and already removed
+                self.joining.remove(s)
                 self.live.append(s)
 
     def _advance(self) -> None:
