@@ -1,21 +1,22 @@
 """Fine-tuning measured: a small text trained from scratch against from a Shakespeare model, same budget.
 
     python benchmarks/finetune.py --text alice.txt --base runs/cpu-5m [--budgets 1m 3m]
-        [--steps-per-minute R] [--json OUT]
+        [--steps-per-minute R] [--arms scratch base base@1e-3] [--json OUT]
 
 `--text` is a small corpus nobody here wrote; the figures in docs/presets.md use Project Gutenberg's #11,
 Lewis Carroll's "Alice's Adventures in Wonderland" (public domain; a copy ships as examples/alice.txt in the
 wordcloud project), with Project Gutenberg's header and licence cut off (the text between its "*** START"
 and "*** END" lines). `--base` is a model trained on tiny Shakespeare (the figures: the `cpu-5m` preset).
-Both arms train the base model's shape with the `cpu-5m` preset's settings for each time budget; the
-fine-tuned arm starts from `--base` with `--extend-vocab` (Alice has characters Shakespeare lacks). Reported
-per arm: the exact validation loss (state carried, the last 10% of the text), steps, chars seen, and a
-seeded sample.
+Each arm trains the base model's shape with the `cpu-5m` preset's settings for each time budget; the
+fine-tuned arms start from `--base` with `--extend-vocab` (Alice has characters Shakespeare lacks), `base@LR`
+with another peak learning rate. Reported per arm: the exact validation loss (state carried, the last 10% of
+the text) of the model kept (the best validation's), the validation curve, steps, chars seen, and a seeded
+sample.
 On a machine shared with other work a time budget measures the other work too: `--steps-per-minute R`
 trains each arm for the steps this shape takes in its budget on the quiet machine instead (R measured there,
 e.g. from a quiet `cpu-5m` run's steps and train_time_s); both arms cost the same per step (same shape and
 settings).
-A benchmark, not a test: it takes twice the sum of the budgets, plus a little.
+A benchmark, not a test: it takes the number of arms times the sum of the budgets, plus a little.
 """
 
 from __future__ import annotations
@@ -43,8 +44,18 @@ def gutenberg_body(text: str) -> str:
     return "".join(lines[start + 1 : end]).strip() + "\n"
 
 
-def arm(name: str, out: Path, text: Path, budget: float, base: Path | None, per_minute: float | None) -> dict:
+def arm(
+    name: str,
+    out: Path,
+    text: Path,
+    budget: float,
+    base: Path | None,
+    per_minute: float | None,
+    lr: float | None,
+) -> dict:
     extra = {"init_from": str(base), "extend_vocab": True} if base else {}
+    if lr is not None:
+        extra["lr"] = lr
     # a huge budget replaces the preset's own, so that the step count alone stops the run
     stop = (
         {"max_steps": round(budget / 60 * per_minute), "time_budget": 1e9}
@@ -57,13 +68,21 @@ def arm(name: str, out: Path, text: Path, budget: float, base: Path | None, per_
     return {
         "arm": name,
         "budget_s": budget,
-        "val_loss_carried": round(result.val_loss, 4),
+        "lr": lr,
+        "val_loss_carried": round(result.val_loss, 4),  # the best validation's (the model kept)
+        "val_curve": val_curve(out),
         "steps": result.steps,
         "chars_seen": result.chars_seen,
         "stop": stop,
         "wall_s": round(time.perf_counter() - started, 1),
         "sample": sample,
     }
+
+
+def val_curve(run: Path) -> list[list]:
+    """[step, val loss] at each validation of the run: where fine-tuning starts to overfit shows here."""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [[x["step"], round(x["val_loss"], 4)] for x in lines if "val_loss" in x]
 
 
 def main() -> None:
@@ -73,16 +92,29 @@ def main() -> None:
     parser.add_argument("--base", type=Path, required=True, help="a Shakespeare model to start from")
     parser.add_argument("--budgets", nargs="+", default=["1m", "3m"], help="time budgets, e.g. 1m 3m")
     parser.add_argument("--steps-per-minute", type=float, default=None, help="steps instead of time")
+    parser.add_argument(
+        "--arms", nargs="+", default=["scratch", "base"], help="scratch, base, and/or base@LR (another lr)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    arms = [
+        ("from scratch", None, None)
+        if a == "scratch"
+        else (
+            "from Shakespeare" + (f", lr {a[5:]}" if "@" in a else ""),
+            args.base,
+            float(a[5:]) if "@" in a else None,
+        )
+        for a in args.arms
+    ]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "text.txt"
         text.write_text(gutenberg_body(args.text.read_text(encoding="utf-8-sig")), encoding="utf-8")
         for budget in map(parse_duration, args.budgets):
-            for name, base in (("from scratch", None), ("from Shakespeare", args.base)):
-                out = Path(tmp) / f"{name}-{budget}".replace(" ", "-")
-                row = arm(name, out, text, budget, base, args.steps_per_minute)
+            for name, base, lr in arms:
+                out = Path(tmp) / f"{name}-{budget}".replace(" ", "-").replace(",", "")
+                row = arm(name, out, text, budget, base, args.steps_per_minute, lr)
                 results.append(row)
                 shown = {k: v for k, v in row.items() if k != "sample"}
                 print(json.dumps(shown), flush=True)
