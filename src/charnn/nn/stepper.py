@@ -74,7 +74,12 @@ class StepModel:
         cs = list(state[1].unbind(0)) if self.cell == "lstm" else []
         x = None
         for k in range(self.layers):
-            gi = self.table[ids] if k == 0 else self.input_mm[k - 1](x).add_(self.input_bias[k - 1])
+            # index_select: a plain gather, several times cheaper per call than indexing with a tensor
+            gi = (
+                self.table.index_select(0, ids)
+                if k == 0
+                else self.input_mm[k - 1](x).add_(self.input_bias[k - 1])
+            )
             gh = self.recurrent_mm[k](hs[k])
             if self.cell == "lstm":
                 hs[k], cs[k] = _lstm_cell(gi.add_(gh), cs[k])
@@ -84,8 +89,7 @@ class StepModel:
                 hs[k] = gi.add_(gh).tanh_()
             x = hs[k]
         logits = torch.addmm(self.head_b, x, self.head_w)
-        new_state = (torch.stack(hs),) if self.cell != "lstm" else (torch.stack(hs), torch.stack(cs))
-        return logits, new_state
+        return logits, (_layers(hs),) if self.cell != "lstm" else (_layers(hs), _layers(cs))
 
     def __call__(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Like CharRNN.forward: logits (N, T, vocab) for ids (N, T), stepping through time."""
@@ -97,6 +101,11 @@ class StepModel:
             logits, state = self.step(x[:, t], state)
             outs.append(logits)
         return torch.stack(outs, dim=1), state
+
+
+def _layers(per_layer: list[Tensor]) -> Tensor:
+    """(layers, N, H) from each layer's (N, H): a view of one layer's new tensor, else a copy of all."""
+    return per_layer[0].unsqueeze(0) if len(per_layer) == 1 else torch.stack(per_layer)
 
 
 def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
