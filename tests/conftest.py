@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -183,3 +185,44 @@ def events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
         elif line == "" and data is not None:
             yield kind, data
             kind, data = "message", None
+
+
+@contextmanager
+def long_streams(base: str, n: int) -> Iterator[None]:
+    """`n` clients each streaming a very long generation from the server at `base` until the block ends,
+    when they hang up and are waited for."""
+    import httpx
+
+    hang_up = threading.Event()
+
+    def stream() -> None:
+        with httpx.stream("GET", base + "/v1/generate/stream", params={"length": 1_000_000}, timeout=60) as r:
+            for _ in events(r):
+                if hang_up.is_set():
+                    break
+
+    clients = [threading.Thread(target=stream) for _ in range(n)]
+    for t in clients:
+        t.start()
+    try:
+        yield
+    finally:
+        hang_up.set()
+        for t in clients:
+            t.join(timeout=30)
+
+
+@contextmanager
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a read-only tmpfs, unmounted afterwards; skips the test where mounting needs root."""
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here; needs root")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

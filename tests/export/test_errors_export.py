@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
@@ -12,7 +11,7 @@ from charnn.export.folder import WEB_WARN_BYTES, ort_web_available
 from charnn.nn.model import CharRNN
 from charnn.store.model_dir import save_model
 from charnn.text.vocab import Vocab
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, read_only_folder, run_cli
 
 pytest.importorskip("onnx", reason="the export extra is not installed (pip install 'charnn[export]')")
 ORT_WEB = ort_web_available()
@@ -43,17 +42,8 @@ def test_a_non_empty_out_is_refused_unless_force(model_run, tmp_path):
 
 
 def test_an_unwritable_out(model_run, tmp_path):
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip("cannot mount a read-only tmpfs here; needs root")
-    try:
+    with read_only_folder(tmp_path) as disk:
         result = run_cli("export", str(model_run), "--out", str(disk / "out"))
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
     assert_clean_error(result, "cannot write", "Read-only file system")
 
 

@@ -73,34 +73,14 @@ def test_errors_reach_the_page(browser, model_run):
 
 
 def test_the_page_says_how_many_others_are_generating(browser, model_run):
-    import threading
-
-    import httpx
     from selenium.webdriver.common.by import By
 
-    from conftest import events
+    from conftest import long_streams
 
     with server(model_run, "--max-length", "1000000") as (base, _):
         browser.get(base + "/")
         busy = browser.find_element(By.ID, "busy")
         assert busy.text == ""
-        hang_up = threading.Event()
-
-        def other() -> None:
-            with httpx.stream(
-                "GET", base + "/v1/generate/stream", params={"length": 1_000_000}, timeout=60
-            ) as r:
-                for _ in events(r):
-                    if hang_up.is_set():
-                        break
-
-        others = [threading.Thread(target=other) for _ in range(2)]
-        for t in others:
-            t.start()
-        try:
+        with long_streams(base, 2):
             wait_until(lambda: busy.text == "2 others generating")
-        finally:
-            hang_up.set()
-            for t in others:
-                t.join(timeout=30)
         wait_until(lambda: busy.text == "")

@@ -18,7 +18,7 @@ from charnn.nn.stepper import StepModel
 from charnn.sampling import draw_noise, pick, pick_rows
 from charnn.server import background as server
 from charnn.server.engine import BLOCK
-from conftest import assert_clean_error, events, run_cli, wait_until
+from conftest import assert_clean_error, events, long_streams, run_cli, wait_until
 
 FORMATS = ["fp32", "int8", *(["bf16"] if cpu_kind() != "fp32" else [])]
 
@@ -118,32 +118,20 @@ def test_a_seeded_request_gives_the_same_text_alone_or_beside_63_others(model_ru
 
 def test_capacity_is_503_with_retry_after_and_counted(model_run):
     with server(model_run, "--max-streams", "2", "--max-length", "1000000") as (base, _):
-        hang_up = threading.Event()
-
-        def long_stream() -> None:
-            with httpx.stream(
-                "GET", base + "/v1/generate/stream", params={"length": 1_000_000}, timeout=60
-            ) as r:
-                for _ in events(r):
-                    if hang_up.is_set():
-                        break
-
-        holders = [threading.Thread(target=long_stream) for _ in range(2)]
-        for t in holders:
-            t.start()
-        wait_until(lambda: httpx.get(base + "/v1/stats").json()["live_streams"] == 2)
-        busy = httpx.get(base + "/v1/generate/stream", params={"length": 5})
-        assert (
-            busy.status_code == 503 and busy.headers["retry-after"] == "2" and "busy" in busy.json()["detail"]
-        )
-        metrics = httpx.get(base + "/metrics")
-        assert metrics.headers["content-type"].startswith("text/plain")
-        values = dict(line.split() for line in metrics.text.splitlines() if not line.startswith("#"))
-        assert values["charnn_refused_total"] == "1" and values["charnn_live_streams"] == "2"
-        assert float(values["charnn_chars_per_s"]) > 0 and values["charnn_capacity_streams"] == "2"
-        hang_up.set()  # cancel frees the slot: a new request fits again
-        for t in holders:
-            t.join(timeout=30)
+        with long_streams(base, 2):
+            wait_until(lambda: httpx.get(base + "/v1/stats").json()["live_streams"] == 2)
+            busy = httpx.get(base + "/v1/generate/stream", params={"length": 5})
+            assert (
+                busy.status_code == 503
+                and busy.headers["retry-after"] == "2"
+                and "busy" in busy.json()["detail"]
+            )
+            metrics = httpx.get(base + "/metrics")
+            assert metrics.headers["content-type"].startswith("text/plain")
+            values = dict(line.split() for line in metrics.text.splitlines() if not line.startswith("#"))
+            assert values["charnn_refused_total"] == "1" and values["charnn_live_streams"] == "2"
+            assert float(values["charnn_chars_per_s"]) > 0 and values["charnn_capacity_streams"] == "2"
+        # leaving the block hangs up: cancel frees the slot, a new request fits again
         wait_until(lambda: httpx.get(base + "/v1/stats").json()["live_streams"] == 0)
         assert httpx.post(base + "/v1/generate", json={"length": 5}).status_code == 200
 

@@ -1,10 +1,8 @@
 """Run folders that cannot be used as asked, through the real CLI (disk full and locks: test_resilience)."""
 
-import subprocess
-
 import pytest
 
-from conftest import TINY_FLAGS, assert_clean_error, run_cli
+from conftest import TINY_FLAGS, assert_clean_error, read_only_folder, run_cli
 
 
 @pytest.fixture
@@ -40,20 +38,11 @@ def test_resume_without_a_run(tmp_path):
 
 
 def test_unwritable_output_folder(tmp_path, corpus):
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip("cannot mount a read-only tmpfs here; needs root")
-    try:
+    with read_only_folder(tmp_path) as disk:
         assert_clean_error(
             train(corpus, disk / "run"), "cannot create the run folder", "Read-only file system"
         )
         assert_clean_error(train(corpus, disk), "not writable")
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_a_bad_lstm_kernel_choice_is_refused_and_the_run_kept(tmp_path, corpus, monkeypatch):
