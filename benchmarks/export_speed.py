@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import tempfile
 import time
@@ -128,7 +129,7 @@ def main() -> None:
     result |= {
         "onnxruntime": onnxruntime.__version__,
         "date": datetime.date.today().isoformat(),
-        "note": "provisional: measured on a CPU shared with other work",
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # other work on the cores skews the figures
     }
     text = json.dumps(result, indent=2)
     print(text)
