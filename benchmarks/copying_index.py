@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from big_corpus import write_corpus  # noqa: E402
 from charnn.bench import watch_memory  # noqa: E402
 from charnn.device import describe_cpu  # noqa: E402
+from charnn.store.rundir import RunDir  # noqa: E402
 from charnn.text.corpus import SHAKESPEARE, load_corpus, split  # noqa: E402
 from charnn.text.suffix_index import SuffixIndex, build_suffixes  # noqa: E402
 
@@ -85,7 +86,7 @@ def training_case(work: Path, env: dict) -> dict:
     cmd = [sys.executable, "-m", "charnn", "train", "--preset", "small", "--max-steps", "300",
            "--eval-every", "100", "--out", str(run), "--quiet"]  # fmt: skip
     subprocess.run(cmd, env=env, check=True)
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = RunDir(run).read_metrics()
     probes = [x["copy_probe_s"] for x in lines if "copy_probe_s" in x]
     train_s = max(x["train_time_s"] for x in lines)
     return {

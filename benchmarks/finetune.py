@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import charnn  # noqa: E402
 from charnn.config import parse_duration  # noqa: E402
 from charnn.device import describe_cpu  # noqa: E402
+from charnn.store.rundir import RunDir  # noqa: E402
 
 
 def gutenberg_body(text: str) -> str:
@@ -81,8 +82,18 @@ def arm(
 
 def val_curve(run: Path) -> list[list]:
     """[step, val loss] at each validation of the run: where fine-tuning starts to overfit shows here."""
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [[x["step"], round(x["val_loss"], 4)] for x in lines if "val_loss" in x]
+    return [[x["step"], round(x["val_loss"], 4)] for x in RunDir(run).read_metrics() if "val_loss" in x]
+
+
+def parse_arm(spec: str) -> tuple[bool, float | None]:
+    """(starts from --base, its learning rate or None for the preset's) of `scratch`, `base` or `base@LR`;
+    ValueError for anything else."""
+    kind, at, lr = spec.partition("@")
+    if not at and kind in ("scratch", "base"):
+        return kind == "base", None
+    if kind == "base" and float(lr) > 0:
+        return True, float(lr)
+    raise ValueError(spec)
 
 
 def main() -> None:
@@ -97,16 +108,18 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    arms = [
-        ("from scratch", None, None)
-        if a == "scratch"
-        else (
-            "from Shakespeare" + (f", lr {a[5:]}" if "@" in a else ""),
-            args.base,
-            float(a[5:]) if "@" in a else None,
+    arms = []
+    for spec in args.arms:
+        try:
+            from_base, lr = parse_arm(spec)
+        except ValueError:
+            parser.error(f"--arms: {spec!r} is not scratch, base or base@LR with LR a positive number")
+        name = (
+            "from Shakespeare" + (f", lr {spec.partition('@')[2]}" if lr else "")
+            if from_base
+            else "from scratch"
         )
-        for a in args.arms
-    ]
+        arms.append((name, args.base if from_base else None, lr))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "text.txt"
