@@ -78,9 +78,13 @@ class LSTMLayer(torch.autograd.Function):
         pool.give(x_part)
         cells, tanh_cells = pool.take((steps, batch, hidden)), pool.take((steps, batch, hidden))
         out = torch.empty(steps, batch, hidden, dtype=x.dtype)
+        # Each step's input state again, transposed side by side (H, T*B): the recurrent weights' gradient is
+        # then one product of contiguous matrices, twice as fast on AMX as one with a transposed operand.
+        h_before = pool.take((hidden, steps * batch), x.dtype)
         recurrent = packed_product(w_hh, batch)
         h, c = h0, c0.float()
         for t in range(steps):
+            h_before[:, t * batch : (t + 1) * batch].copy_(h.t())
             a = gates[t]
             a.view(batch, 4 * hidden).add_(recurrent(h))
             i, f, g, o = a.unbind(1)
@@ -90,13 +94,13 @@ class LSTMLayer(torch.autograd.Function):
             c_next = torch.mul(i, g, out=cells[t]).addcmul_(f, c)
             h = torch.mul(o, _tanh(c_next, out=tanh_cells[t]), out=out[t])
             c = c_next
-        ctx.save_for_backward(x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells)
+        ctx.save_for_backward(x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells, h_before)
         ctx.pool = pool
         return out, out[-1].clone(), cells[-1].to(c0.dtype, copy=True)
 
     @staticmethod
     def backward(ctx, d_out: Tensor, d_hn: Tensor | None, d_cn: Tensor | None):
-        x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells = ctx.saved_tensors
+        x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells, h_before = ctx.saved_tensors
         steps, batch, hidden = out.shape
         d_out = d_out.contiguous()
         dz = ctx.pool.take((steps, batch, 4, hidden), w_hh.dtype)
@@ -119,11 +123,12 @@ class LSTMLayer(torch.autograd.Function):
                 dc_next = dc * forget[t]
                 dh_next = recurrent(z.view(batch, 4 * hidden))
         dz_flat = dz.view(steps * batch, 4 * hidden)
-        h_prev = torch.cat([h0[None], out[:-1]]).view(steps * batch, hidden)
         dx = (dz_flat @ w_ih).view(steps, batch, -1) if ctx.needs_input_grad[0] else None
         ones = torch.ones(1, steps * batch, dtype=dz.dtype)  # a product: sum(0) would widen all of dz first
-        d_weights = (dz_flat.t() @ x_flat, dz_flat.t() @ h_prev, (ones @ dz_flat).view(-1).to(w_ih.dtype))
-        ctx.pool.give(gates, cells, tanh_cells, dz)
+        # Weight gradients as products of contiguous matrices, transposed after (see h_before).
+        d_w_ih = (x_flat.t().contiguous() @ dz_flat).t()
+        d_weights = (d_w_ih, (h_before @ dz_flat).t(), (ones @ dz_flat).view(-1).to(w_ih.dtype))
+        ctx.pool.give(gates, cells, tanh_cells, dz, h_before)
         return dx, dh_next.to(h0.dtype), dc_next.to(c0.dtype), *d_weights, None
 
 
