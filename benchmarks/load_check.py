@@ -87,7 +87,8 @@ async def clients(base: str, n: int, seconds: float, length: int, out: dict, pid
     until = time.time() + seconds
     tasks = [asyncio.create_task(client(url.hostname, url.port, until, length, out)) for _ in range(n)]
     await asyncio.sleep(seconds / 2)
-    busy = {"rss_mb": rss_mb(pid), **httpx.get(base + "/v1/stats").json()}
+    async with httpx.AsyncClient() as stats:  # not a blocking call: the clients keep running while it waits
+        busy = {"rss_mb": rss_mb(pid), **(await stats.get(base + "/v1/stats")).json()}
     await asyncio.gather(*tasks)
     return busy
 

@@ -226,7 +226,8 @@ def _info(args: argparse.Namespace) -> int:
     m = report["model"]
     print(f"model      {report['path']}")
     print(f"shape      {m['cell'].upper()} {m['layers']}x{m['hidden']}, embedding {m['embedding']}", end="")
-    print(f", dropout {m['dropout']}, io dropout {m['io_dropout']}")
+    print(f", dropout {m['dropout']}, io dropout {m['io_dropout']}", end="")
+    print(f", weight dropout {m['weight_dropout']}" if m.get("weight_dropout") else "")
     print(f"parameters {report['parameters']:,}")
     print(f"vocabulary {report['vocab_size']} chars: {report['vocab']!r}")
     for key, value in report["training"].items():

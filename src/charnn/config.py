@@ -106,6 +106,13 @@ class ModelConfig:
     io_dropout: float = setting(
         0.0, "dropout on the embedding's output and the last layer's output", ge=0, lt=1, group="model"
     )
+    weight_dropout: float = setting(
+        0.0,
+        "DropConnect: this share of the recurrent weights zeroed afresh each step",
+        ge=0,
+        lt=1,
+        group="model",
+    )
 
     def __post_init__(self) -> None:
         settle(self)

@@ -97,6 +97,7 @@ def test_lstm_starts_with_the_forget_gate_open_and_keras_init():
         {"layers": -1},
         {"dropout": 1.0},
         {"io_dropout": -0.1},
+        {"weight_dropout": 1.0},
         {"vocab_size": True},
     ],
 )
@@ -117,6 +118,28 @@ def test_io_dropout_acts_in_training_only():
     plain.load_state_dict(model.state_dict())
     plain.eval()
     assert torch.equal(model(x)[0], plain(x)[0])  # no dropout at inference, same weights
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_weight_dropout_drops_recurrent_weights_in_training_only(cell):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=20, cell=cell, embedding=16, hidden=32, layers=2, weight_dropout=0.5)
+    model = CharRNN(cfg)
+    x = torch.randint(0, 20, (4, 12))
+    model.train()
+    logits = model(x)[0]
+    logits.sum().backward()
+    for k in range(2):
+        # One mask for the whole batch and window: the dropped weights get no gradient at all.
+        dropped = (model.rnn.get_parameter(f"weight_hh_l{k}").grad == 0).float().mean().item()
+        assert 0.4 < dropped < 0.6, (k, dropped)
+        assert (model.rnn.get_parameter(f"weight_ih_l{k}").grad == 0).float().mean().item() < 0.05
+    assert not torch.equal(model(x)[0], model(x)[0])  # a fresh mask each step
+    model.eval()
+    plain = CharRNN(ModelConfig(**{**cfg.to_dict(), "weight_dropout": 0.0}), init=False)
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    assert torch.equal(model(x)[0], plain(x)[0])  # every weight at inference
 
 
 def test_config_round_trips_through_a_dict_and_refuses_unknown_keys():

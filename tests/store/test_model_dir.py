@@ -37,12 +37,13 @@ def test_model_folder_round_trips(model_dir):
         assert torch.equal(a, b), name
 
 
-def test_a_model_saved_before_io_dropout_existed_still_loads(model_dir):
+def test_a_model_saved_before_io_and_weight_dropout_existed_still_loads(model_dir):
     config_file = model_dir / "config.json"
     config = json.loads(config_file.read_text())
-    del config["model"]["io_dropout"]
+    del config["model"]["io_dropout"], config["model"]["weight_dropout"]
     config_file.write_text(json.dumps(config))
-    assert load_model(model_dir).model.config.io_dropout == 0.0
+    loaded = load_model(model_dir).model.config
+    assert (loaded.io_dropout, loaded.weight_dropout) == (0.0, 0.0)
 
 
 def test_a_run_folder_resolves_to_its_model(model_dir):

@@ -83,7 +83,7 @@ def test_resume_continues_bit_for_bit(tmp_path, corpus_file, batching, precision
     common = dict(
         data=str(corpus_file), batching=batching, dropout=0.1, io_dropout=0.1, layers=2, quiet=True, **TINY
     )
-    common.update(precision=precision, lstm_kernel=kernel)
+    common.update(precision=precision, lstm_kernel=kernel, weight_dropout=0.2)
     charnn.train(tmp_path / "straight", max_steps=20, **common)
     charnn.train(tmp_path / "split", max_steps=9, **common)
     result = charnn.train(tmp_path / "split", resume=True, max_steps=20, quiet=True)

@@ -60,10 +60,20 @@ class Recurrent(nn.Module):
     constant zero buffer, so the parameter count matches the tutorial's exactly.
     """
 
-    def __init__(self, cell: str, input_size: int, hidden: int, layers: int, dropout: float, init: bool):
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden: int,
+        layers: int,
+        dropout: float,
+        init: bool,
+        weight_dropout: float = 0.0,
+    ):
         super().__init__()
         self.kind = CELLS[cell]
         self.hidden, self.layers, self.dropout = hidden, layers, dropout
+        self.weight_dropout = weight_dropout
         width = self.kind.gates * hidden
         for k in range(layers):
             fan_in = input_size if k == 0 else hidden
@@ -108,10 +118,18 @@ class Recurrent(nn.Module):
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         hx = state if self.kind.states == 2 else state[0]
         dropout = self.dropout if self.layers > 1 else 0.0
+        weights = self.flat_weights()
+        if self.training and self.weight_dropout:
+            # DropConnect as in AWD-LSTM: one mask over each recurrent matrix for the whole batch and window,
+            # so the fused kernels still run; it drops weights, not the state.
+            weights = [
+                nn.functional.dropout(w, self.weight_dropout) if k % 4 == 1 else w
+                for k, w in enumerate(weights)
+            ]
         if self.training_layers is not None and torch.is_grad_enabled():
-            return self.training_layers(x, hx, self.flat_weights(), dropout, self.training)
+            return self.training_layers(x, hx, weights, dropout, self.training)
         out, *new_state = self.kind.kernel(
-            x, hx, self.flat_weights(), True, self.layers, dropout, self.training, False, True
+            x, hx, weights, True, self.layers, dropout, self.training, False, True
         )
         return out, tuple(new_state)
 
@@ -125,7 +143,7 @@ class CharRNN(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding)
         c = config
-        self.rnn = Recurrent(c.cell, c.embedding, c.hidden, c.layers, c.dropout, init)
+        self.rnn = Recurrent(c.cell, c.embedding, c.hidden, c.layers, c.dropout, init, c.weight_dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
         if not init:
             return
