@@ -13,10 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from charnn.config import ModelConfig
-from charnn.device import resolve_device
+from charnn.device import cpu_kind, resolve_device
 from charnn.errors import ConfigError
 from charnn.evaluation import weight_checks
-from charnn.presets import resume_settings, run_settings, settings_for
+from charnn.presets import resume_settings, run_settings, settings_for, variant_note
 from charnn.store.checkpoint import load_checkpoint
 from charnn.store.model_dir import load_model, update_model_info
 from charnn.store.rundir import RunDir
@@ -45,7 +45,7 @@ def train(
     ranks = distributed.ranks_from_env()
     main = ranks.is_main
     run = RunDir(out)
-    origin = None
+    origin, kind = None, ""
     if resume:
         if settings.get("init_from") is not None:
             raise ConfigError(
@@ -56,18 +56,28 @@ def train(
         origin = init_from.resumed(saved)
     else:
         model_settings, cfg = settings_for(preset, settings)
+        kind = cpu_kind() if cfg.init_from is None and resolve_device(cfg.device).type == "cpu" else ""
+        if kind:  # a preset may take other settings on this kind of CPU, where they measured better
+            model_settings, cfg = settings_for(preset, settings, kind=kind)
         if cfg.init_from is not None:
             model_settings, origin = init_from.start(cfg, model_settings, settings)
     cfg = replace(cfg, data=canonical_source(cfg.data))
     device = distributed.start(ranks, resolve_device(cfg.device), cfg.dist_timeout)
+    reporter = Reporter(quiet or not main)
     try:
+        if not resume and kind:
+            if not _same_on_every_rank(kind, ranks):  # machines of several kinds: the preset's own settings
+                kind = ""
+                model_settings, cfg = settings_for(preset, settings)
+                cfg = replace(cfg, data=canonical_source(cfg.data))
+            note = variant_note(preset, kind, settings)
+            if note:
+                reporter.line(note)
         if resume:  # rank 0 alone locks and tidies the folder
             distributed.together(ranks, lambda: main and run.prepare(resume=True, overwrite=False))
         corpus = init_from.corpus_for(origin, cfg) if origin else load_corpus(cfg.data, cfg.encoding)
         model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
-        loop = Loop.create(
-            run, model_cfg, cfg, corpus, preset, Reporter(quiet or not main), device, ranks, clock
-        )
+        loop = Loop.create(run, model_cfg, cfg, corpus, preset, reporter, device, ranks, clock)
         if origin:
             loop.init_from = origin.record
         if origin and origin.loaded:
@@ -95,6 +105,14 @@ def train(
     run.unlock()
     distributed.finish(ranks, clean=True)
     return result
+
+
+_CPU_KINDS = ("", "fp32", "avx512_bf16", "amx")
+
+
+def _same_on_every_rank(kind: str, ranks: distributed.Ranks) -> bool:
+    code = float(_CPU_KINDS.index(kind))
+    return distributed.agree(code, ranks) == -distributed.agree(-code, ranks)
 
 
 def _warn_skipped(corpus: Corpus) -> None:

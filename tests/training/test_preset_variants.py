@@ -1,0 +1,57 @@
+"""A preset may take other settings on one kind of CPU, where they measured better there (docs/presets.md):
+`cpu-5m` and `cpu-10m` train an LSTM instead of a GRU on Intel CPUs with AMX."""
+
+import json
+
+import pytest
+
+import charnn
+from charnn.device import cpu_kind
+from charnn.presets import CATALOGUE, settings_for, variant_note
+from charnn.training import run as run_module
+
+SMALL = dict(hidden=32, embedding=8, batch_size=4, seq_len=16, max_steps=2, quiet=True)
+
+
+@pytest.mark.parametrize("preset", ["cpu-5m", "cpu-10m"])
+def test_the_cpu_presets_train_an_lstm_on_amx_only(preset):
+    assert settings_for(preset, {}, kind="amx")[0]["cell"] == "lstm"
+    for kind in ("", "avx512_bf16", "fp32"):
+        assert settings_for(preset, {}, kind=kind)[0]["cell"] == "gru"
+    # What the user gives wins over the variant, and then there is nothing to say about it.
+    assert settings_for(preset, {"cell": "gru"}, kind="amx")[0]["cell"] == "gru"
+    assert variant_note(preset, "amx", {"cell": "gru"}) == ""
+    assert "cell lstm" in variant_note(preset, "amx", {}) and "measured" not in CATALOGUE[preset].help
+    assert variant_note(preset, "avx512_bf16", {}) == ""
+
+
+@pytest.mark.parametrize("kind, cell", [("amx", "lstm"), ("avx512_bf16", "gru")])
+def test_a_run_takes_the_variant_of_the_cpu_it_runs_on_and_says_so(
+    tmp_path, corpus_file, monkeypatch, capsys, kind, cell
+):
+    monkeypatch.setattr(run_module, "cpu_kind", lambda: kind)  # the flags /proc/cpuinfo would show
+    charnn.train(tmp_path / "run", preset="cpu-5m", data=str(corpus_file), **{**SMALL, "quiet": False})
+    config = json.loads((tmp_path / "run/model/config.json").read_text())
+    assert config["model"]["cell"] == cell
+    args = json.loads((tmp_path / "run/train_args.json").read_text())
+    assert args["preset"] == "cpu-5m" and args["model"]["cell"] == cell
+    said = capsys.readouterr().out
+    assert (f"preset cpu-5m on this CPU ({kind}): cell lstm" in said) == (kind == "amx")
+    # A resumed run keeps the settings it started with, whatever the CPU it resumes on.
+    monkeypatch.setattr(run_module, "cpu_kind", lambda: "amx" if kind != "amx" else "fp32")
+    charnn.train(tmp_path / "run", resume=True, max_steps=3, quiet=True)
+    assert json.loads((tmp_path / "run/model/config.json").read_text())["model"]["cell"] == cell
+
+
+def test_this_machine_gets_its_own_kinds_variant(tmp_path, corpus_file):
+    charnn.train(tmp_path / "run", preset="cpu-5m", data=str(corpus_file), **SMALL)
+    config = json.loads((tmp_path / "run/model/config.json").read_text())
+    assert config["model"]["cell"] == ("lstm" if cpu_kind() == "amx" else "gru")
+
+
+def test_a_run_from_a_model_takes_its_shape_not_the_variant(tmp_path, corpus_file, monkeypatch):
+    charnn.train(tmp_path / "base", data=str(corpus_file), cell="gru", **SMALL)
+    monkeypatch.setattr(run_module, "cpu_kind", lambda: "amx")
+    base = str(tmp_path / "base")
+    charnn.train(tmp_path / "on", preset="cpu-5m", data=str(corpus_file), init_from=base, **SMALL)
+    assert json.loads((tmp_path / "on/model/config.json").read_text())["model"]["cell"] == "gru"
