@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 run=${1:-runs/shipped-shakespeare}
 steps=850
 # The huge time budget never stops the run; it only lets the cosine schedule be sized to --max-steps.
-.venv/bin/charnn train --preset cpu-5m --max-steps "$steps" --time-budget 1000h --seed 42 --out "$run" \
+.venv/bin/charnn train --preset cpu-5m --cell gru --max-steps "$steps" --time-budget 1000h --seed 42 --out "$run" \
   --overwrite --quiet
 .venv/bin/python -m charnn.export.shipped "$run" src/charnn/models/shakespeare \
-  --command "bash scripts/train_shipped_model.sh (charnn train --preset cpu-5m --max-steps $steps --time-budget 1000h --seed 42)"
+  --command "bash scripts/train_shipped_model.sh (charnn train --preset cpu-5m --cell gru --max-steps $steps --time-budget 1000h --seed 42)"

@@ -3,6 +3,7 @@ preset (or a saved run) and the settings given beside it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
@@ -145,22 +146,24 @@ def describe_presets() -> str:
     for name, preset in CATALOGUE.items():
         lines.append(f"  {name:<8} {preset.help}")
         for kind, variant in preset.by_cpu.items():
-            changes = ", ".join(f"{k} {v}" for k, v in variant.settings.items())
-            lines.append(f"  {'':<8}   (on {kind} CPUs: {changes})")
+            lines.append(f"  {'':<8}   (on {kind} CPUs: {_listed(variant.settings)})")
     return "\n".join(lines)
 
 
 def variant_note(preset: str, kind: str, overrides: dict) -> str:
     """A line saying which settings a preset takes on this kind of CPU and why; "" where it has no variant
     here (or every setting it changes was given)."""
-    variant = CATALOGUE[preset].by_cpu.get(kind) if preset in CATALOGUE else None
+    variant = CATALOGUE[preset].by_cpu.get(kind)
     if variant is None:
         return ""
     taken = {k: v for k, v in variant.settings.items() if overrides.get(k) is None}
     if not taken:
         return ""
-    changes = ", ".join(f"{k} {v}" for k, v in taken.items())
-    return f"preset {preset} on this CPU ({kind}): {changes}, {variant.why}: {variant.measured}"
+    return f"preset {preset} on this CPU ({kind}): {_listed(taken)}, {variant.why}: {variant.measured}"
+
+
+def _listed(settings: Mapping) -> str:
+    return ", ".join(f"{k} {v}" for k, v in settings.items())
 
 
 def settings_for(
