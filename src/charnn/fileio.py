@@ -9,7 +9,19 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from charnn.config import env_path
 from charnn.errors import ModelFileError, RunDirError
+
+
+def cache_root() -> Path:
+    """Where charnn keeps encoded corpora, downloads, kernel checks and compiled code: $CHARNN_CACHE_DIR,
+    else the user cache folder."""
+    chosen = env_path("CHARNN_CACHE_DIR")
+    if chosen is not None:
+        return chosen
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("charnn"))
 
 
 def write_error(path: Path, e: OSError) -> RunDirError:

@@ -1,11 +1,21 @@
-"""The hand-written CPU LSTM used for bf16 training, against PyTorch's fused fp32 LSTM."""
+"""The hand-written CPU LSTM used for bf16 training, against PyTorch's fused fp32 LSTM; its time steps
+compiled (nn/native.py) and as PyTorch operations."""
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 
 from charnn.config import ModelConfig
-from charnn.nn import cpu_lstm
+from charnn.nn import cpu_lstm, native
 from charnn.nn.model import CharRNN
+
+COMPILER = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
 def random_lstm(layers: int, embed: int, hidden: int) -> list[torch.Tensor]:
@@ -57,13 +67,15 @@ def test_fp32_arithmetic_equals_the_fused_kernel(layers, steps):
     assert out_diff < 1e-5 and grad_diff < 1e-5
 
 
+@pytest.mark.parametrize("compiled_steps", [True, False])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_bf16_gradients_are_as_close_to_fp32_as_the_fused_bf16_kernels(layers):
+def test_bf16_gradients_are_as_close_to_fp32_as_the_fused_bf16_kernels(layers, compiled_steps):
     x, state = inputs(8, 40, 32, 64, layers)
     weights = random_lstm(layers, 32, 64)
     _, exact = outputs_and_grads(fused, x, state, weights, torch.float32)
     errors = {}
-    for name, run in (("fused", fused), ("hand", hand_written)):
+    hand = functools.partial(cpu_lstm.lstm, dropout=0.0, training=True, compiled_steps=compiled_steps)
+    for name, run in (("fused", fused), ("hand", hand)):
         _, grads = outputs_and_grads(run, x, state, weights, torch.bfloat16)
         errors[name] = max(float((g - e).norm() / e.norm()) for g, e in zip(grads, exact, strict=True))
     print(f"bf16 vs fp32, worst gradient error: fused {errors['fused']:.2e}, charnn {errors['hand']:.2e}")
@@ -115,3 +127,64 @@ def test_buffers_reused_across_steps_give_what_fresh_ones_give():
         assert pool.free  # handed back after the backward, taken again by the next step
         for a, b in zip([*fresh[0], *fresh[1]], [*reused[0], *reused[1]], strict=True):
             assert torch.equal(a, b)
+
+
+def test_the_compiled_steps_build_here_and_compute_what_the_pytorch_steps_compute():
+    if COMPILER is None:
+        pytest.skip("no C compiler on this machine: the layer runs its PyTorch steps (tested above)")
+    steps, why = native.compiled()
+    assert steps is not None, why
+    for batch, length in ((1, 1), (5, 3), (16, 37)):  # one row and one step; odd sizes; several rows
+        x, state = inputs(batch, length, 24, 40, 2)
+        weights = random_lstm(2, 24, 40)
+        runs = [
+            outputs_and_grads(functools.partial(cpu_lstm.lstm, dropout=0.0, training=True, compiled_steps=c),
+                              x, state, weights, torch.bfloat16)
+            for c in (True, False)
+        ]  # fmt: skip
+        (out, grads), (ref_out, ref_grads) = runs
+        for a, b in zip([*out, *grads], [*ref_out, *ref_grads], strict=True):
+            # bf16 rounding of sums made in another order: a few bf16 steps apart, not more
+            assert float((a - b).norm() / b.norm()) < 0.01, (batch, length)
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+LAYER_RUN = """
+    import torch
+    from charnn.nn import cpu_lstm, native
+    steps, why = native.compiled()
+    weights = [w.bfloat16() for w in cpu_lstm.random_weights(8, 16, 1, torch.Generator().manual_seed(0))]
+    state = (torch.zeros(1, 2, 16, dtype=torch.bfloat16),) * 2
+    out, _ = cpu_lstm.lstm(torch.ones(2, 5, 8, dtype=torch.bfloat16), state, weights, 0.0, True)
+    print(steps is not None, why, bool(out.float().isfinite().all()), sep="|")
+"""
+
+
+def test_without_a_c_compiler_the_layer_says_why_and_runs_its_pytorch_steps(tmp_path):
+    done = run_python(LAYER_RUN, PATH=str(tmp_path), CHARNN_CACHE_DIR=str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False|no C compiler found (cc, gcc or clang)|True"
+    assert not (tmp_path / "cache" / "native").exists()
+
+
+def test_the_build_is_kept_in_the_cache_folder_and_reused(tmp_path):
+    if COMPILER is None:
+        pytest.skip("no C compiler on this machine")
+    cache = tmp_path / "cache"
+    first = run_python(LAYER_RUN, CHARNN_CACHE_DIR=str(cache))
+    assert first.stdout.strip() == "True||True", first.stderr
+    (built,) = (cache / "native").iterdir()
+    stamp = built.stat().st_mtime_ns
+    second = run_python(LAYER_RUN, CHARNN_CACHE_DIR=str(cache))
+    assert second.stdout.strip() == "True||True", second.stderr
+    assert [p.name for p in (cache / "native").iterdir()] == [built.name]
+    assert built.stat().st_mtime_ns == stamp  # loaded, not built again

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from charnn.errors import TrainingError
+from charnn.fileio import cache_root
 from charnn.nn import grad_check
-from charnn.text.cache import cache_root
 from charnn.training import kernels
 from charnn.training.distributed import Ranks
 

@@ -1,13 +1,14 @@
-"""LSTM training in bf16 on a CPU: bf16 matrix products, fp32 cell arithmetic, both time loops in PyTorch ops.
+"""LSTM training in bf16 on a CPU: bf16 matrix products, fp32 cell arithmetic.
 
 PyTorch's fused bf16 LSTM on CPU (oneDNN) runs its backward at under half the bf16 matrix-product rate
 (benchmarks/lstm_kernels.py). This layer lays the sequence out time-major, so each step's slice is one
 contiguous block; makes big products of everything that does not depend on the previous step (the input
 part of all gates before the forward loop, the weight and input gradients after the backward loop), so one
 product with the recurrent weights per step is left in each loop, with those weights packed once per call;
-and forms the backward's pointwise derivatives in bulk, a chunk of steps at a time. For the tutorial's LSTM
-1024 at batch 64 on an AVX-512 bf16 CPU it trains about 1.35x as fast as oneDNN in bf16 (1.9x oneDNN in
-fp32); at 512 units and below the Python loop's per-step cost makes it slower, hence `speedup_over_fused`.
+and does each step's pointwise work in one compiled pass (lstm_steps.c, built by nn/native.py), or, where
+it cannot be built, as PyTorch operations (the backward's derivatives in bulk, a chunk of steps at a time).
+Compiled, on an Intel Xeon with AMX it trains the tutorial's model 1.4x as fast as with the PyTorch steps;
+the choice against the fused kernel is measured per run (`speedup_over_fused`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from charnn.nn.native import Steps, compiled
 
 
 def packed_product(w: Tensor, rows: int):
@@ -66,7 +69,15 @@ class LSTMLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor, pool: BufferPool
+        ctx,
+        x: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        w_ih: Tensor,
+        w_hh: Tensor,
+        bias: Tensor,
+        pool: BufferPool,
+        native: Steps | None,
     ):
         steps, batch, embed = x.shape
         hidden = w_hh.shape[1]
@@ -74,28 +85,28 @@ class LSTMLayer(torch.autograd.Function):
         # The input part of the gates for all steps at once; the loop adds the recurrent part, activates.
         x_part = torch.mm(x_flat, w_ih.t(), out=pool.take((steps * batch, 4 * hidden), x.dtype))
         gates = pool.take((steps, batch, 4, hidden))
-        gates.view(steps * batch, 4 * hidden).copy_(x_part).add_(bias.float())  # not a mixed add: it widens
-        pool.give(x_part)
         cells, tanh_cells = pool.take((steps, batch, hidden)), pool.take((steps, batch, hidden))
         out = torch.empty(steps, batch, hidden, dtype=x.dtype)
         # Each step's input state again, transposed side by side (H, T*B): the recurrent weights' gradient is
         # then one product of contiguous matrices, twice as fast on AMX as one with a transposed operand.
         h_before = pool.take((hidden, steps * batch), x.dtype)
         recurrent = packed_product(w_hh, batch)
-        h, c = h0, c0.float()
-        for t in range(steps):
-            h_before[:, t * batch : (t + 1) * batch].copy_(h.t())
-            a = gates[t]
-            a.view(batch, 4 * hidden).add_(recurrent(h))
-            i, f, g, o = a.unbind(1)
-            g.mul_(2)
-            a.sigmoid_()
-            g.mul_(2).sub_(1)  # one sigmoid for all four gates: tanh(z) = 2 sigmoid(2z) - 1
-            c_next = torch.mul(i, g, out=cells[t]).addcmul_(f, c)
-            h = torch.mul(o, _tanh(c_next, out=tanh_cells[t]), out=out[t])
-            c = c_next
+        if native is None:
+            gates.view(steps * batch, 4 * hidden).copy_(x_part).add_(
+                bias.float()
+            )  # not a mixed add: it widens
+            _forward_loop(gates, cells, tanh_cells, out, h_before, recurrent, h0, c0.float())
+        else:
+            h_before[:, :batch].copy_(h0.t())
+            h, c, b = h0.contiguous(), c0.float().contiguous(), bias.float().contiguous()
+            for t in range(steps):
+                h_t = h_before[:, (t + 1) * batch :] if t + 1 < steps else None
+                x_t = x_part[t * batch : (t + 1) * batch]
+                native.forward(gates[t], x_t, b, recurrent(h), c, cells[t], tanh_cells[t], out[t], h_t)
+                h, c = out[t], cells[t]
+        pool.give(x_part)
         ctx.save_for_backward(x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells, h_before)
-        ctx.pool = pool
+        ctx.pool, ctx.native = pool, native
         return out, out[-1].clone(), cells[-1].to(c0.dtype, copy=True)
 
     @staticmethod
@@ -105,23 +116,18 @@ class LSTMLayer(torch.autograd.Function):
         d_out = d_out.contiguous()
         dz = ctx.pool.take((steps, batch, 4, hidden), w_hh.dtype)
         dh_next = torch.zeros(batch, hidden, dtype=w_hh.dtype) if d_hn is None else d_hn.to(w_hh.dtype)
-        dc_next = torch.zeros(batch, hidden) if d_cn is None else d_cn.float()
-        dh, dc = torch.empty(batch, hidden), torch.empty(batch, hidden)
-        recurrent = packed_product(w_hh.t().contiguous(), batch)
-        for end in range(steps, 0, -_CHUNK):
-            start = max(end - _CHUNK, 0)
-            c_before = cells[start - 1] if start else c0.float()
-            local, dc_from_dh, forget = _local_derivatives(
-                gates[start:end], cells[start:end], tanh_cells[start:end], c_before
+        dc = torch.zeros(batch, hidden) if d_cn is None else d_cn.float()
+        recurrent = packed_product(w_hh.t(), batch)
+        if ctx.native is None:
+            dh_next, dc = _backward_loop(
+                gates, cells, tanh_cells, c0.float(), d_out, dh_next, dc, dz, recurrent
             )
-            for t in range(end - start - 1, -1, -1):
-                torch.add(d_out[start + t], dh_next, out=dh)
-                torch.addcmul(dc_next, dh, dc_from_dh[t], out=dc)
-                z = dz[start + t]
-                torch.mul(local[t, :, :3], dc[:, None], out=z[:, :3])
-                torch.mul(local[t, :, 3], dh, out=z[:, 3])
-                dc_next = dc * forget[t]
-                dh_next = recurrent(z.view(batch, 4 * hidden))
+        else:
+            dh_next, dc, c_first = dh_next.contiguous(), dc.contiguous().clone(), c0.float().contiguous()
+            for t in range(steps - 1, -1, -1):
+                c_before = cells[t - 1] if t else c_first
+                ctx.native.backward(gates[t], c_before, tanh_cells[t], d_out[t], dh_next, dc, dz[t])
+                dh_next = recurrent(dz[t].view(batch, 4 * hidden))
         dz_flat = dz.view(steps * batch, 4 * hidden)
         dx = (dz_flat @ w_ih).view(steps, batch, -1) if ctx.needs_input_grad[0] else None
         ones = torch.ones(1, steps * batch, dtype=dz.dtype)  # a product: sum(0) would widen all of dz first
@@ -129,7 +135,46 @@ class LSTMLayer(torch.autograd.Function):
         d_w_ih = (x_flat.t().contiguous() @ dz_flat).t()
         d_weights = (d_w_ih, (h_before @ dz_flat).t(), (ones @ dz_flat).view(-1).to(w_ih.dtype))
         ctx.pool.give(gates, cells, tanh_cells, dz, h_before)
-        return dx, dh_next.to(h0.dtype), dc_next.to(c0.dtype), *d_weights, None
+        return dx, dh_next.to(h0.dtype), dc.to(c0.dtype), *d_weights, None, None
+
+
+def _forward_loop(gates, cells, tanh_cells, out, h_before, recurrent, h: Tensor, c: Tensor) -> None:
+    """The forward's steps as PyTorch operations (where the compiled ones are not available)."""
+    batch = h.shape[0]
+    for t in range(gates.shape[0]):
+        h_before[:, t * batch : (t + 1) * batch].copy_(h.t())
+        a = gates[t]
+        a.view(batch, -1).add_(recurrent(h))
+        i, f, g, o = a.unbind(1)
+        g.mul_(2)
+        a.sigmoid_()
+        g.mul_(2).sub_(1)  # one sigmoid for all four gates: tanh(z) = 2 sigmoid(2z) - 1
+        c_next = torch.mul(i, g, out=cells[t]).addcmul_(f, c)
+        h = torch.mul(o, _tanh(c_next, out=tanh_cells[t]), out=out[t])
+        c = c_next
+
+
+def _backward_loop(
+    gates, cells, tanh_cells, c0: Tensor, d_out, dh_next: Tensor, dc_next: Tensor, dz, recurrent
+):
+    """The backward's steps as PyTorch operations: the gradient of the first state (h, c); dz filled in."""
+    steps, batch, hidden = d_out.shape
+    dh, dc = torch.empty(batch, hidden), torch.empty(batch, hidden)
+    for end in range(steps, 0, -_CHUNK):
+        start = max(end - _CHUNK, 0)
+        c_before = cells[start - 1] if start else c0
+        local, dc_from_dh, forget = _local_derivatives(
+            gates[start:end], cells[start:end], tanh_cells[start:end], c_before
+        )
+        for t in range(end - start - 1, -1, -1):
+            torch.add(d_out[start + t], dh_next, out=dh)
+            torch.addcmul(dc_next, dh, dc_from_dh[t], out=dc)
+            z = dz[start + t]
+            torch.mul(local[t, :, :3], dc[:, None], out=z[:, :3])
+            torch.mul(local[t, :, 3], dh, out=z[:, 3])
+            dc_next = dc * forget[t]
+            dh_next = recurrent(z.view(batch, 4 * hidden))
+    return dh_next, dc_next
 
 
 _CHUNK = 16  # steps whose local derivatives are formed at once: big enough for fast bulk ops, small in memory
@@ -158,11 +203,15 @@ def lstm(
     dropout: float,
     training: bool,
     pool: BufferPool | None = None,
+    compiled_steps: bool = True,
 ):
     """Stacked LSTM layers over x (B, T, E), batch first, taking the fused kernel's arguments: the state as
     (layers, B, H) tensors, weights as w_ih, w_hh, b_ih, b_hh per layer, dropout between layers; work
-    buffers from `pool` (a new one per call if not given)."""
+    buffers from `pool` (a new one per call if not given); each time step compiled (nn/native.py) where
+    `compiled_steps`, the tensors are bf16 and this machine could build it, else as PyTorch operations."""
     pool = pool or BufferPool()
+    bf16 = x.dtype == torch.bfloat16 and all(w.dtype == torch.bfloat16 for w in weights)
+    native = compiled()[0] if compiled_steps and bf16 else None
     h0, c0 = state
     layers = len(weights) // 4
     seq = x.transpose(0, 1).contiguous()
@@ -171,7 +220,7 @@ def lstm(
         w_ih, w_hh, b_ih, b_hh = weights[4 * k : 4 * k + 4]
         if k > 0:
             seq = F.dropout(seq, dropout, training)
-        seq, h, c = LSTMLayer.apply(seq, h0[k], c0[k], w_ih, w_hh, b_ih + b_hh, pool)
+        seq, h, c = LSTMLayer.apply(seq, h0[k], c0[k], w_ih, w_hh, b_ih + b_hh, pool, native)
         last_h.append(h)
         last_c.append(c)
     return seq.transpose(0, 1), (torch.stack(last_h), torch.stack(last_c))

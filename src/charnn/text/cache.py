@@ -13,23 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from charnn.config import env_path
 from charnn.errors import DataError
-from charnn.fileio import atomic_stream, atomic_write, write_error
+from charnn.fileio import atomic_stream, atomic_write, cache_root, write_error
 from charnn.text.files import iter_text
 from charnn.text.vocab import Vocab
 
 CACHE_VERSION = 1
-
-
-def cache_root() -> Path:
-    """Where charnn keeps encoded corpora and downloads: $CHARNN_CACHE_DIR, else the user cache folder."""
-    chosen = env_path("CHARNN_CACHE_DIR")
-    if chosen is not None:
-        return chosen
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("charnn"))
 
 
 def _signature(files: list[Path], encoding: str, folder: bool) -> list:

@@ -15,8 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from charnn.errors import DataError
-from charnn.fileio import atomic_write, fsync_dir
-from charnn.text.cache import cache_root
+from charnn.fileio import atomic_write, cache_root, fsync_dir
 
 TIMEOUT_S = 60
 _BLOCK = 1 << 16

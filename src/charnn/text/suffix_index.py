@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import DataError
-from charnn.fileio import atomic_write, write_error
-from charnn.text.cache import cache_root
+from charnn.fileio import atomic_write, cache_root, write_error
 
 INDEX_VERSION = 1
 MAX_INDEX_CHARS = 2**31 - 1  # positions are int32: 8 bytes per char would double the index for no user

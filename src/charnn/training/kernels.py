@@ -15,9 +15,8 @@ import torch
 
 from charnn.device import cpu_info
 from charnn.errors import TrainingError
-from charnn.fileio import write_json
-from charnn.nn import cpu_lstm, grad_check
-from charnn.text.cache import cache_root
+from charnn.fileio import cache_root, write_json
+from charnn.nn import cpu_lstm, grad_check, native
 from charnn.training import distributed
 from charnn.training.distributed import Ranks
 
@@ -66,6 +65,14 @@ def _failing(kernel: str, error: float) -> str:
     )
 
 
+def _uncompiled(kernel: str) -> str:
+    """What to add to the kernel's line where charnn's layer cannot run its compiled steps here."""
+    if kernel != "charnn-bf16":
+        return ""
+    why = native.compiled()[1]
+    return f" (its time steps run as PyTorch operations, slower: {why})" if why else ""
+
+
 def settle(kept: str | None, setting: str, sizes: Sizes, ranks: Ranks) -> tuple[str, str]:
     """The kernel to train with, and a line for the user ("" if nothing to say). `kept`: the kernel a resumed
     run started with (kept unless it fails the gradient check here); `setting`: --lstm-kernel. Every rank
@@ -86,7 +93,9 @@ def settle(kept: str | None, setting: str, sizes: Sizes, ranks: Ranks) -> tuple[
         )
     if len(good) == 1:
         reason = "; ".join(_failing(k, errors[k]) for k in errors if not passes[k])
-        return good[0], f"bf16 LSTM on CPU: {reason}; training with --lstm-kernel {good[0]}"
+        return good[
+            0
+        ], f"bf16 LSTM on CPU: {reason}; training with --lstm-kernel {good[0]}{_uncompiled(good[0])}"
     speedup = cpu_lstm.speedup_over_fused(
         sizes.input_size, sizes.hidden, sizes.layers, sizes.batch, sizes.steps
     )
@@ -95,4 +104,5 @@ def settle(kept: str | None, setting: str, sizes: Sizes, ranks: Ranks) -> tuple[
     return kernel, (
         f"bf16 LSTM on CPU: charnn's layer runs at {speedup:.2f}x the speed of PyTorch's fused kernel at "
         f"these sizes (both pass the gradient check); training with --lstm-kernel {kernel}"
+        f"{_uncompiled(kernel)}"
     )
