@@ -117,25 +117,37 @@ class LSTMLayer(torch.autograd.Function):
         dz = ctx.pool.take((steps, batch, 4, hidden), w_hh.dtype)
         dh_next = torch.zeros(batch, hidden, dtype=w_hh.dtype) if d_hn is None else d_hn.to(w_hh.dtype)
         dc = torch.zeros(batch, hidden) if d_cn is None else d_cn.float()
-        recurrent = packed_product(w_hh.t(), batch)
+        recurrent = packed_product(_transposed(w_hh), batch)
         if ctx.native is None:
             dh_next, dc = _backward_loop(
                 gates, cells, tanh_cells, c0.float(), d_out, dh_next, dc, dz, recurrent
             )
+            ones = torch.ones(
+                1, steps * batch, dtype=dz.dtype
+            )  # a product: sum(0) would widen all of dz first
+            d_bias = (ones @ dz.view(steps * batch, 4 * hidden)).view(-1)
         else:
+            d_bias = torch.zeros(torch.get_num_threads(), 4 * hidden)  # a row per thread (lstm_steps.c)
             dh_next, dc, c_first = dh_next.contiguous(), dc.contiguous().clone(), c0.float().contiguous()
             for t in range(steps - 1, -1, -1):
                 c_before = cells[t - 1] if t else c_first
-                ctx.native.backward(gates[t], c_before, tanh_cells[t], d_out[t], dh_next, dc, dz[t])
+                ctx.native.backward(gates[t], c_before, tanh_cells[t], d_out[t], dh_next, dc, dz[t], d_bias)
                 dh_next = recurrent(dz[t].view(batch, 4 * hidden))
+            d_bias = d_bias.sum(0)
         dz_flat = dz.view(steps * batch, 4 * hidden)
         dx = (dz_flat @ w_ih).view(steps, batch, -1) if ctx.needs_input_grad[0] else None
-        ones = torch.ones(1, steps * batch, dtype=dz.dtype)  # a product: sum(0) would widen all of dz first
         # Weight gradients as products of contiguous matrices, transposed after (see h_before).
         d_w_ih = (x_flat.t().contiguous() @ dz_flat).t()
-        d_weights = (d_w_ih, (h_before @ dz_flat).t(), (ones @ dz_flat).view(-1).to(w_ih.dtype))
+        d_weights = (d_w_ih, (h_before @ dz_flat).t(), d_bias.to(w_ih.dtype))
         ctx.pool.give(gates, cells, tanh_cells, dz, h_before)
         return dx, dh_next.to(h0.dtype), dc.to(c0.dtype), *d_weights, None, None
+
+
+def _transposed(w: Tensor) -> Tensor:
+    """w.t(), contiguous: bf16 moved as 16-bit integers, twice as fast as PyTorch's bf16 transpose on AMX."""
+    if w.dtype == torch.bfloat16:
+        return w.view(torch.int16).t().contiguous().view(torch.bfloat16)
+    return w.t().contiguous()
 
 
 def _forward_loop(gates, cells, tanh_cells, out, h_before, recurrent, h: Tensor, c: Tensor) -> None:

@@ -8,6 +8,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static inline float from_bf16(uint16_t v) {
     uint32_t u = (uint32_t)v << 16;
@@ -94,27 +97,46 @@ void lstm_forward_step(int64_t batch, int64_t hidden, float *restrict gates,
 /* The step's gradients. gates: the activated gates (batch, 4, hidden); c_prev, tanh_cell: the cell before the
    step and the tanh of the cell after; d_out, dh_next (bf16, batch x hidden): the gradient of the step's output
    from above and from the next step. dc: in, the cell's gradient from the next step; out, the gradient of the
-   cell before this step. Writes the pre-activations' gradient dz (bf16, batch x 4 x hidden). */
+   cell before this step. Writes the pre-activations' gradient dz (bf16, batch x 4 hidden) and adds it, summed
+   over the batch rows each thread takes, to that thread's row of d_bias (threads x 4 hidden): the sums do not
+   race, and they are the same on every run. */
 void lstm_backward_step(int64_t batch, int64_t hidden, const float *restrict gates,
                         const float *restrict c_prev, const float *restrict tanh_cell,
                         const uint16_t *restrict d_out, const uint16_t *restrict dh_next, float *restrict dc,
-                        uint16_t *restrict dz, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b < batch; b++) {
-        const float *restrict a = gates + b * 4 * hidden;
-        uint16_t *restrict z = dz + b * 4 * hidden;
-        const int64_t row = b * hidden;
+                        uint16_t *restrict dz, float *restrict d_bias, int threads) {
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t part = 0;
+#ifdef _OPENMP
+        part = omp_get_thread_num();
+#endif
+        float *restrict sum_i = d_bias + part * 4 * hidden, *restrict sum_f = sum_i + hidden;
+        float *restrict sum_g = sum_f + hidden, *restrict sum_o = sum_g + hidden;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            const float *restrict a = gates + b * 4 * hidden;
+            uint16_t *restrict z = dz + b * 4 * hidden;
+            const int64_t row = b * hidden;
 #pragma omp simd
-        for (int64_t j = 0; j < hidden; j++) {
-            float i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];
-            float t = tanh_cell[row + j];
-            float dh = from_bf16(d_out[row + j]) + from_bf16(dh_next[row + j]);
-            float d_cell = dc[row + j] + dh * o * (1.0f - t * t);
-            z[j] = to_bf16(d_cell * g * i * (1.0f - i));
-            z[hidden + j] = to_bf16(d_cell * c_prev[row + j] * f * (1.0f - f));
-            z[2 * hidden + j] = to_bf16(d_cell * i * (1.0f - g * g));
-            z[3 * hidden + j] = to_bf16(dh * t * o * (1.0f - o));
-            dc[row + j] = d_cell * f;
+            for (int64_t j = 0; j < hidden; j++) {
+                float i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];
+                float t = tanh_cell[row + j];
+                float dh = from_bf16(d_out[row + j]) + from_bf16(dh_next[row + j]);
+                float d_cell = dc[row + j] + dh * o * (1.0f - t * t);
+                uint16_t zi = to_bf16(d_cell * g * i * (1.0f - i));
+                uint16_t zf = to_bf16(d_cell * c_prev[row + j] * f * (1.0f - f));
+                uint16_t zg = to_bf16(d_cell * i * (1.0f - g * g));
+                uint16_t zo = to_bf16(dh * t * o * (1.0f - o));
+                z[j] = zi;
+                z[hidden + j] = zf;
+                z[2 * hidden + j] = zg;
+                z[3 * hidden + j] = zo;
+                sum_i[j] += from_bf16(zi);
+                sum_f[j] += from_bf16(zf);
+                sum_g[j] += from_bf16(zg);
+                sum_o[j] += from_bf16(zo);
+                dc[row + j] = d_cell * f;
+            }
         }
     }
 }

@@ -37,7 +37,7 @@ class Steps:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         self._forward, self._backward = lib.lstm_forward_step, lib.lstm_backward_step
         self._forward.argtypes = [i64, i64, *[ptr] * 9, i64, ctypes.c_int]
-        self._backward.argtypes = [i64, i64, *[ptr] * 7, ctypes.c_int]
+        self._backward.argtypes = [i64, i64, *[ptr] * 8, ctypes.c_int]
         self._forward.restype = self._backward.restype = None
 
     def forward(
@@ -54,12 +54,12 @@ class Steps:
 
     def backward(
         self, gates: Tensor, c_prev: Tensor, tanh_cell: Tensor, d_out: Tensor, dh_next: Tensor, dc: Tensor,
-        dz: Tensor,
+        dz: Tensor, d_bias: Tensor,
     ) -> None:  # fmt: skip
         batch, hidden = dc.shape
         self._backward(
             batch, hidden, gates.data_ptr(), c_prev.data_ptr(), tanh_cell.data_ptr(), d_out.data_ptr(),
-            dh_next.data_ptr(), dc.data_ptr(), dz.data_ptr(), torch.get_num_threads(),
+            dh_next.data_ptr(), dc.data_ptr(), dz.data_ptr(), d_bias.data_ptr(), d_bias.shape[0],
         )  # fmt: skip
 
 
