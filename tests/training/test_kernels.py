@@ -6,7 +6,7 @@ import pytest
 
 from charnn.errors import TrainingError
 from charnn.fileio import cache_root
-from charnn.nn import grad_check
+from charnn.nn import grad_check, native
 from charnn.training import kernels
 from charnn.training.distributed import Ranks
 
@@ -74,3 +74,21 @@ def test_no_kernel_passing_asks_for_fp32():
     record(pytorch=0.3, **{"charnn-bf16": 0.2})
     with pytest.raises(TrainingError, match="train with --precision fp32"):
         kernels.settle(None, "auto", SIZES, Ranks())
+
+
+@pytest.fixture
+def no_compiler(tmp_path, monkeypatch):
+    """A PATH holding no C compiler, with the compiled steps looked up afresh under it and after it."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    native.compiled.cache_clear()
+    yield
+    native.compiled.cache_clear()
+
+
+def test_without_a_c_compiler_the_kernel_line_says_the_layer_runs_slower(no_compiler):
+    record(pytorch=0.25, **{"charnn-bf16": 0.004})
+    kernel, note = kernels.settle(None, "auto", SIZES, Ranks())
+    assert kernel == "charnn-bf16"
+    assert note.endswith(
+        "(its time steps run as PyTorch operations, slower: no C compiler found (cc, gcc or clang))"
+    )

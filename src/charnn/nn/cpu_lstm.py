@@ -92,9 +92,8 @@ class LSTMLayer(torch.autograd.Function):
         h_before = pool.take((hidden, steps * batch), x.dtype)
         recurrent = packed_product(w_hh, batch)
         if native is None:
-            gates.view(steps * batch, 4 * hidden).copy_(x_part).add_(
-                bias.float()
-            )  # not a mixed add: it widens
+            # not a mixed add: it widens
+            gates.view(steps * batch, 4 * hidden).copy_(x_part).add_(bias.float())
             _forward_loop(gates, cells, tanh_cells, out, h_before, recurrent, h0, c0.float())
         else:
             h_before[:, :batch].copy_(h0.t())
@@ -122,9 +121,8 @@ class LSTMLayer(torch.autograd.Function):
             dh_next, dc = _backward_loop(
                 gates, cells, tanh_cells, c0.float(), d_out, dh_next, dc, dz, recurrent
             )
-            ones = torch.ones(
-                1, steps * batch, dtype=dz.dtype
-            )  # a product: sum(0) would widen all of dz first
+            # a product: sum(0) would widen all of dz first
+            ones = torch.ones(1, steps * batch, dtype=dz.dtype)
             d_bias = (ones @ dz.view(steps * batch, 4 * hidden)).view(-1)
         else:
             d_bias = torch.zeros(torch.get_num_threads(), 4 * hidden)  # a row per thread (lstm_steps.c)
