@@ -1,5 +1,5 @@
 """A preset may take other settings on one kind of CPU, where they measured better there (docs/presets.md):
-`cpu-5m` and `cpu-10m` train an LSTM instead of a GRU on Intel CPUs with AMX."""
+`cpu-5m` and `cpu-10m` train an LSTM instead of a GRU on Intel CPUs with AMX, `cpu-10m` a wider one."""
 
 import json
 
@@ -20,9 +20,21 @@ def test_the_cpu_presets_train_an_lstm_on_amx_only(preset):
         assert settings_for(preset, {}, kind=kind)[0]["cell"] == "gru"
     # What the user gives wins over the variant, and then there is nothing to say about it.
     assert settings_for(preset, {"cell": "gru"}, kind="amx")[0]["cell"] == "gru"
-    assert variant_note(preset, "amx", {"cell": "gru"}) == ""
+    assert "cell lstm" not in variant_note(preset, "amx", {"cell": "gru"})
+    assert variant_note(preset, "amx", {**CATALOGUE[preset].settings_on("amx"), "cell": "gru"}) == ""
     assert "cell lstm" in variant_note(preset, "amx", {}) and "measured" not in CATALOGUE[preset].help
     assert variant_note(preset, "avx512_bf16", {}) == ""
+
+
+def test_cpu_10m_on_amx_is_wider_with_more_dropout_and_what_is_given_wins():
+    model, _ = settings_for("cpu-10m", {}, kind="amx")
+    assert (model["hidden"], model["dropout"]) == (768, 0.3)
+    assert (settings_for("cpu-10m", {}, kind="avx512_bf16")[0]["hidden"]) == 512
+    model, _ = settings_for("cpu-10m", {"hidden": 512}, kind="amx")
+    assert (model["cell"], model["hidden"], model["dropout"]) == ("lstm", 512, 0.3)
+    assert variant_note("cpu-10m", "amx", {"hidden": 512}).startswith(
+        "preset cpu-10m on this CPU (amx): cell lstm, dropout 0.3, as on AMX"
+    )
 
 
 @pytest.mark.parametrize("kind, cell", [("amx", "lstm"), ("avx512_bf16", "gru")])
