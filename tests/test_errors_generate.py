@@ -4,7 +4,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from charnn.config import ModelConfig
+from charnn.nn.model import CharRNN
+from charnn.store.model_dir import save_model
+from charnn.text.vocab import Vocab
 from conftest import assert_clean_error, run_cli
 
 
@@ -52,3 +57,14 @@ def test_start_with_bytes_that_are_not_utf8(model_run):
     assert result.returncode == 1 and result.stdout == b""
     err = result.stderr.decode()
     assert err.startswith("charnn: error: --start holds characters") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("extra", [[], ["--greedy"], ["--num-samples", "3"], ["--weights", "int8"]])
+def test_a_model_whose_outputs_are_not_finite_is_refused_in_one_line(tmp_path, extra):
+    vocab = Vocab.from_text("hello world\n")
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), embedding=8, hidden=16))
+    with torch.no_grad():
+        model.head.bias[3] = float("nan")
+    save_model(tmp_path / "model", model, vocab, {})
+    result = run_cli("generate", str(tmp_path / "model"), "--start", "he", "--length", "5", *extra)
+    assert_clean_error(result, "not finite", "another checkpoint")

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from charnn.config import SamplingConfig
-from charnn.errors import ConfigError
+from charnn.errors import ConfigError, ModelFileError
 from charnn.nn.model import CharRNN
 from charnn.nn.stepper import StepModel
 from charnn.text.vocab import Vocab
@@ -34,11 +34,18 @@ def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
 
 
 def pick(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator) -> Tensor:
-    """Next ids (N,) from last-step logits (N, V)."""
+    """Next ids (N,) from last-step logits (N, V). A draw is `torch.multinomial`'s own (argmax of probs /
+    Exp(1) noise from `generator`: the same draws) without its checks of the probabilities, which cost as
+    much as the rest of the pick; the one that matters, finite outputs, is made here."""
+    if not math.isfinite(float(logits.sum())):  # any NaN or inf makes the sum so; cheaper than isfinite
+        raise ModelFileError(
+            "the model's outputs are not finite numbers (its weights hold NaN or inf values): "
+            "generate from another checkpoint or train again"
+        )
     if cfg.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(filter_logits(logits, cfg), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return (probs / draw_noise(generator, *probs.shape)).argmax(dim=-1)
 
 
 def start_text(vocab: Vocab, cfg: SamplingConfig) -> str:
