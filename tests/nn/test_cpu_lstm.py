@@ -188,3 +188,15 @@ def test_the_build_is_kept_in_the_cache_folder_and_reused(tmp_path):
     assert second.stdout.strip() == "True||True", second.stderr
     assert [p.name for p in (cache / "native").iterdir()] == [built.name]
     assert built.stat().st_mtime_ns == stamp  # loaded, not built again
+
+
+def test_a_failing_c_build_is_said_in_one_line_and_the_layer_still_trains(tmp_path):
+    compiler = tmp_path / "bin" / "cc"
+    compiler.parent.mkdir()
+    compiler.write_text(
+        "#!/bin/sh\necho 'cc: note: starting' >&2\necho 'cc: error: no such target' >&2\nexit 1\n"
+    )
+    compiler.chmod(0o755)
+    done = run_python(LAYER_RUN, PATH=str(compiler.parent), CHARNN_CACHE_DIR=str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False|the C build failed (cc: error: no such target)|True"

@@ -47,9 +47,9 @@ class Steps:
         batch, hidden = h.shape
         self._forward(
             batch, hidden, gates.data_ptr(), x_part.data_ptr(), bias.data_ptr(), recurrent.data_ptr(),
-            c_prev.data_ptr(), cell.data_ptr(),
-            tanh_cell.data_ptr(), h.data_ptr(), None if h_t is None else h_t.data_ptr(),
-            0 if h_t is None else h_t.stride(0), torch.get_num_threads(),
+            c_prev.data_ptr(), cell.data_ptr(), tanh_cell.data_ptr(), h.data_ptr(),
+            None if h_t is None else h_t.data_ptr(), 0 if h_t is None else h_t.stride(0),
+            torch.get_num_threads(),
         )  # fmt: skip
 
     def backward(
@@ -69,7 +69,10 @@ def compiled() -> tuple[Steps | None, str]:
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         return None, "no C compiler found (cc, gcc or clang)"
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"{compiler} does not run ({e})"
     errors = []
     for extra in EXTRA_FLAGS:
         flags = FLAGS + extra
@@ -80,8 +83,14 @@ def compiled() -> tuple[Steps | None, str]:
                 _build(compiler, flags, path)
             return Steps(ctypes.CDLL(str(path))), ""
         except (OSError, subprocess.SubprocessError) as e:
-            errors.append(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+            errors.append(_first_error(str(e)) or type(e).__name__)
     return None, f"the C build failed ({errors[-1]})"
+
+
+def _first_error(text: str) -> str:
+    """The line of a compiler's output that says what went wrong (else its last line)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "")
 
 
 def _build(compiler: str, flags: list[str], path: Path) -> None:
