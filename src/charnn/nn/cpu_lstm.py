@@ -263,8 +263,9 @@ def speedup_over_fused(input_size: int, hidden: int, layers: int, batch: int, st
     """How many times faster `lstm` trains than PyTorch's fused bf16 kernel at these sizes on this machine:
     forward + backward on random data, the best of four each after three warm-ups, the two kernels
     alternating, over at most 50 steps (the cost per step barely changes with the length; the memory does).
-    (It depends on the sizes: on AVX-512 CPUs this layer wins at hidden 1024 and batch 64, the fused kernel at
-    hidden 512 and below, where the Python loop's per-step overhead outweighs the faster products.)"""
+    (It depends on the sizes and on whether the steps are compiled: with PyTorch steps this layer won at
+    hidden 1024 and batch 64 on AVX-512 CPUs and lost at 512 and below, where the Python loop's per-step cost
+    outweighs the faster products; compiled, on AMX it wins at 1024 and at 2 x 512, batch 128, too.)"""
     steps = min(steps, 50)
     gen = torch.Generator().manual_seed(0)
     weights = [w.bfloat16().requires_grad_() for w in random_weights(input_size, hidden, layers, gen)]

@@ -93,9 +93,8 @@ def settle(kept: str | None, setting: str, sizes: Sizes, ranks: Ranks) -> tuple[
         )
     if len(good) == 1:
         reason = "; ".join(_failing(k, errors[k]) for k in errors if not passes[k])
-        return good[
-            0
-        ], f"bf16 LSTM on CPU: {reason}; training with --lstm-kernel {good[0]}{_uncompiled(good[0])}"
+        only = good[0]
+        return only, f"bf16 LSTM on CPU: {reason}; training with --lstm-kernel {only}{_uncompiled(only)}"
     speedup = cpu_lstm.speedup_over_fused(
         sizes.input_size, sizes.hidden, sizes.layers, sizes.batch, sizes.steps
     )
