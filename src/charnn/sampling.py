@@ -37,15 +37,20 @@ def pick(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator) -> Ten
     """Next ids (N,) from last-step logits (N, V). A draw is `torch.multinomial`'s own (argmax of probs /
     Exp(1) noise from `generator`: the same draws) without its checks of the probabilities, which cost as
     much as the rest of the pick; the one that matters, finite outputs, is made here."""
+    check_finite(logits)
+    if cfg.greedy:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits, cfg), dim=-1)
+    return (probs / draw_noise(generator, *probs.shape)).argmax(dim=-1)
+
+
+def check_finite(logits: Tensor) -> None:
+    """Refuse (ModelFileError) logits holding NaN or inf: a broken model would otherwise sample garbage."""
     if not math.isfinite(float(logits.sum())):  # any NaN or inf makes the sum so; cheaper than isfinite
         raise ModelFileError(
             "the model's outputs are not finite numbers (its weights hold NaN or inf values): "
             "generate from another checkpoint or train again"
         )
-    if cfg.greedy:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(filter_logits(logits, cfg), dim=-1)
-    return (probs / draw_noise(generator, *probs.shape)).argmax(dim=-1)
 
 
 def start_text(vocab: Vocab, cfg: SamplingConfig) -> str:

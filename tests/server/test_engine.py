@@ -18,6 +18,8 @@ from charnn.nn.stepper import StepModel
 from charnn.sampling import draw_noise, pick, pick_rows
 from charnn.server import background as server
 from charnn.server.engine import BLOCK
+from charnn.store.model_dir import save_model
+from charnn.text.vocab import Vocab
 from conftest import assert_clean_error, events, long_streams, run_cli, wait_until
 
 FORMATS = ["fp32", "int8", *(["bf16"] if cpu_kind() != "fp32" else [])]
@@ -228,3 +230,19 @@ def test_streams_being_joined_count_against_the_capacity(model_run):
     engine.shutdown()
     assert engine.counters.served > 50  # streams came and went all the time
     assert most == 3
+
+
+def test_a_model_whose_outputs_are_not_finite_ends_each_stream_with_the_reason(tmp_path):
+    vocab = Vocab.from_text("hello world\n")
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), embedding=8, hidden=16))
+    with torch.no_grad():
+        model.head.bias[3] = float("nan")
+    save_model(tmp_path / "model", model, vocab, {})
+    with server(tmp_path / "model") as (base, _):
+        reply = httpx.post(base + "/v1/generate", json={"start": "he", "length": 50}, timeout=60).json()
+        with httpx.stream("GET", base + "/v1/generate/stream", params={"length": 50}, timeout=60) as r:
+            streamed = list(events(r))
+        assert httpx.get(base + "/healthz").json() == {"status": "ok"}  # the server itself goes on
+    for reason in (reply["finish_reason"], streamed[-1][1]["finish_reason"]):
+        assert reason.startswith("error: the model's outputs are not finite numbers")
+    assert reply["text"] == "he" and [kind for kind, _ in streamed] == ["start", "done"]

@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from charnn.nn.native import Steps, compiled
+from charnn.nn.dropout import dropout as drop
+from charnn.nn.native import Compiled, compiled
 
 
 def packed_product(w: Tensor, rows: int):
@@ -77,7 +77,7 @@ class LSTMLayer(torch.autograd.Function):
         w_hh: Tensor,
         bias: Tensor,
         pool: BufferPool,
-        native: Steps | None,
+        native: Compiled | None,
     ):
         steps, batch, embed = x.shape
         hidden = w_hh.shape[1]
@@ -229,7 +229,7 @@ def lstm(
     for k in range(layers):
         w_ih, w_hh, b_ih, b_hh = weights[4 * k : 4 * k + 4]
         if k > 0:
-            seq = F.dropout(seq, dropout, training)
+            seq = drop(seq, dropout, training)
         seq, h, c = LSTMLayer.apply(seq, h0[k], c0[k], w_ih, w_hh, b_ih + b_hh, pool, native)
         last_h.append(h)
         last_c.append(c)

@@ -8,24 +8,11 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "bf16.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-static inline float from_bf16(uint16_t v) {
-    uint32_t u = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* Round to nearest, ties to even, as PyTorch does; a NaN stays a NaN. */
-static inline uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    return (uint16_t)(((u & 0x7fffffffu) > 0x7f800000u) ? ((u >> 16) | 0x40u) : rounded);
-}
 
 /* exp(x) for x in [-87, 87] (clamped there) within 2 ulp, without a call, so loops of it vectorise: x = n ln 2 + r
    with |r| <= ln 2 / 2, a degree-6 polynomial for exp(r), 2^n put in the exponent bits. */

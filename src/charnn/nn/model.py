@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from charnn.config import ModelConfig
+from charnn.nn.dropout import dropout as drop
 
 State = tuple[Tensor, ...]
 # Another implementation of a stack of recurrent layers, taking the fused kernel's arguments:
@@ -128,10 +129,26 @@ class Recurrent(nn.Module):
             ]
         if self.training_layers is not None and torch.is_grad_enabled():
             return self.training_layers(x, hx, weights, dropout, self.training)
+        if dropout and self.training and x.device.type == "cpu":
+            return self._layer_by_layer(x, hx, weights, dropout)
         out, *new_state = self.kind.kernel(
             x, hx, weights, True, self.layers, dropout, self.training, False, True
         )
         return out, tuple(new_state)
+
+    def _layer_by_layer(
+        self, x: Tensor, hx: Tensor | State, weights: list[Tensor], dropout: float
+    ) -> tuple[Tensor, State]:
+        """The fused kernel a layer at a time with charnn's dropout between them (nn/dropout.py): the
+        kernel's own dropout on a CPU costs more than the layer it follows."""
+        states = []
+        for k in range(self.layers):
+            layer_hx = tuple(h[k : k + 1] for h in hx) if isinstance(hx, tuple) else hx[k : k + 1]
+            x = drop(x, dropout, True) if k else x
+            layer = weights[4 * k : 4 * k + 4]
+            x, *state = self.kind.kernel(x, layer_hx, layer, True, 1, 0.0, True, False, True)
+            states.append(state)
+        return x, tuple(torch.cat(parts) for parts in zip(*states, strict=True))
 
 
 class CharRNN(nn.Module):
@@ -167,8 +184,16 @@ class CharRNN(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0])
         p = self.config.io_dropout
-        out, state = self.rnn(nn.functional.dropout(self.embedding(x), p, self.training), state)
-        return self.head(nn.functional.dropout(out, p, self.training)), state
+        out, state = self.rnn(drop(self.embedding(x), p, self.training), state)
+        out = drop(out, p, self.training)
+        time_major = out.transpose(0, 1)
+        if out.dtype != torch.float32 and time_major.is_contiguous() and not out.is_contiguous():
+            # The recurrent layers handed back a view of time-major outputs: the head takes them as they
+            # lie, and its narrow logits are turned round instead of the wide outputs (and their gradient).
+            # Not in fp32, whose results are recorded bit for bit per CPU kind (tests/behaviour_records.json)
+            # and would move in the last bits (the head's gradient sums its rows in another order).
+            return self.head(time_major).transpose(0, 1), state
+        return self.head(out), state
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

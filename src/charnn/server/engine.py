@@ -22,7 +22,7 @@ import torch
 from charnn.config import STREAMS_PER_CORE, ServeConfig
 from charnn.errors import ConfigError
 from charnn.nn.stepper import StepModel
-from charnn.sampling import draw_noise, pick_rows, start_ids
+from charnn.sampling import check_finite, draw_noise, pick_rows, start_ids
 from charnn.server.metrics import Counters
 from charnn.server.streams import Busy, Stream, Wakeups
 from charnn.store.model_dir import LoadedModel
@@ -196,6 +196,7 @@ class Engine:
     def _sample(self, sampling: list[Stream], now: float) -> None:
         """Pick each stream's next chars from its rows' logits and hand them to the stream."""
         rows = torch.tensor([r for s in sampling for r in s.rows])
+        check_finite(self.logits[rows])  # raised: every stream ends with it as the reason (see _run)
         vocab = self.logits.shape[1]
         noise = torch.cat([draw_noise(s.generator, s.samples, vocab) for s in sampling])
         picked = pick_rows(

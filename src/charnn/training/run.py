@@ -55,10 +55,11 @@ def train(
         preset, model_settings, cfg = resume_settings(saved, settings)
         origin = init_from.resumed(saved)
     else:
-        model_settings, cfg = settings_for(preset, settings)
+        plain = settings_for(preset, settings)
+        cfg = plain[1]
         kind = cpu_kind() if cfg.init_from is None and resolve_device(cfg.device).type == "cpu" else ""
-        if kind:  # a preset may take other settings on this kind of CPU, where they measured better
-            model_settings, cfg = settings_for(preset, settings, kind=kind)
+        # a preset may take other settings on this kind of CPU, where they measured better
+        model_settings, cfg = settings_for(preset, settings, kind=kind) if kind else plain
         if cfg.init_from is not None:
             model_settings, origin = init_from.start(cfg, model_settings, settings)
     cfg = replace(cfg, data=canonical_source(cfg.data))
@@ -68,8 +69,7 @@ def train(
         if not resume and kind:
             if not _same_on_every_rank(kind, ranks):  # machines of several kinds: the preset's own settings
                 kind = ""
-                model_settings, cfg = settings_for(preset, settings)
-                cfg = replace(cfg, data=canonical_source(cfg.data))
+                model_settings, cfg = plain[0], replace(plain[1], data=cfg.data)
             note = variant_note(preset, kind, settings)
             if note:
                 reporter.line(note)

@@ -1,0 +1,56 @@
+"""Dropout for training on a CPU: compiled where it can be (dropout.c, many times PyTorch's speed), else
+PyTorch's.
+
+Whether an element is kept is a hash of a seed and the element's place in memory, so nothing but the seed
+is kept for the backward, which applies the same function to the gradient. The seed is drawn from PyTorch's
+generator, so runs are as repeatable, and resume as exactly, as with PyTorch's dropout (the masks differ).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from charnn.nn.native import Compiled, compiled
+
+_MOST = 2**32  # elements one call may take: the hash counts them in 32 bits
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1 / (1 - p), as F.dropout does."""
+    if not training or p == 0:
+        return x
+    fits = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and x.numel() < _MOST
+    lib = compiled()[0] if fits and p < 1 else None
+    if lib is None:
+        return F.dropout(x, p, training)
+    seed = int(torch.randint(0, 2**63 - 1, (1,)))
+    return _Dropout.apply(x if _flat(x) is not None else x.contiguous(), p, seed, lib)
+
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float, seed: int, lib: Compiled):
+        ctx.p, ctx.seed, ctx.lib, ctx.layout = p, seed, lib, (x.shape, x.stride())
+        return _masked(lib, x, p, seed)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        shape, stride = ctx.layout
+        if grad.stride() != stride:  # the mask follows the input's memory order
+            grad = torch.empty_strided(shape, stride, dtype=grad.dtype).copy_(grad)
+        return _masked(ctx.lib, grad, ctx.p, ctx.seed), None, None, None
+
+
+def _masked(lib: Compiled, x: Tensor, p: float, seed: int) -> Tensor:
+    out = torch.empty_like(x)  # x fills its memory without gaps, so out takes the same layout
+    lib.dropout(_flat(x), _flat(out), min(int(p * _MOST), _MOST - 1), 1.0 / (1.0 - p), seed)
+    return out
+
+
+def _flat(t: Tensor) -> Tensor | None:
+    """t's elements as one flat view in memory order; None where they do not fill its memory without gaps."""
+    order = sorted(range(t.dim()), key=lambda d: t.stride(d), reverse=True)
+    view = t.permute(order)
+    return view.view(-1) if view.is_contiguous() else None
