@@ -123,10 +123,7 @@ class Recurrent(nn.Module):
         if self.training and self.weight_dropout:
             # DropConnect as in AWD-LSTM: one mask over each recurrent matrix for the whole batch and window,
             # so the fused kernels still run; it drops weights, not the state.
-            weights = [
-                nn.functional.dropout(w, self.weight_dropout) if k % 4 == 1 else w
-                for k, w in enumerate(weights)
-            ]
+            weights = [drop(w, self.weight_dropout, True) if k % 4 == 1 else w for k, w in enumerate(weights)]
         if self.training_layers is not None and torch.is_grad_enabled():
             return self.training_layers(x, hx, weights, dropout, self.training)
         if dropout and self.training and x.device.type == "cpu":
