@@ -14,13 +14,14 @@ from charnn.config import ModelConfig
 from charnn.nn.dropout import dropout
 from charnn.nn.model import CharRNN
 
-pytestmark = pytest.mark.skipif(
+needs_cc = pytest.mark.skipif(
     not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")),
     reason="no C compiler on this machine: dropout is PyTorch's (tested below in a subprocess)",
 )
 DTYPES = [torch.float32, torch.bfloat16]
 
 
+@needs_cc
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", [0.05, 0.3, 0.5])
 def test_it_drops_a_share_p_and_scales_the_rest_exactly(dtype, p):
@@ -32,6 +33,7 @@ def test_it_drops_a_share_p_and_scales_the_rest_exactly(dtype, p):
     assert torch.equal(y[kept], (x.float() * (1 / (1 - p))).to(dtype)[kept])
 
 
+@needs_cc
 def test_neighbouring_elements_and_successive_calls_are_independent():
     torch.manual_seed(0)
     p, x = 0.3, torch.ones(1_000_000)
@@ -43,6 +45,7 @@ def test_neighbouring_elements_and_successive_calls_are_independent():
     assert torch.equal(dropout(x, p, True) != 0, a)  # PyTorch's seed decides the mask
 
 
+@needs_cc
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_gradient_takes_the_forwards_mask_and_scale(dtype):
     torch.manual_seed(1)
@@ -52,6 +55,7 @@ def test_the_gradient_takes_the_forwards_mask_and_scale(dtype):
     assert torch.equal(x.grad, (y.float() * 2).to(dtype))
 
 
+@needs_cc
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_transposed_input_keeps_its_layout_and_a_gradient_in_another_layout_follows_the_mask(dtype):
     torch.manual_seed(2)

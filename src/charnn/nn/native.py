@@ -87,9 +87,9 @@ def compiled() -> tuple[Compiled | None, str]:
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"{compiler} does not run ({e})"
     errors = []
+    code = [p.read_text() for p in SOURCES + HEADERS]
     for extra in EXTRA_FLAGS:
         flags = FLAGS + extra
-        code = [p.read_text() for p in SOURCES + HEADERS]
         tag = "\n".join([*code, *flags, version, cpu_info()[0], *sorted(cpu_info()[1])])
         path = cache_root() / "native" / f"charnn-{hashlib.sha256(tag.encode()).hexdigest()[:16]}.so"
         try:

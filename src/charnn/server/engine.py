@@ -196,11 +196,12 @@ class Engine:
     def _sample(self, sampling: list[Stream], now: float) -> None:
         """Pick each stream's next chars from its rows' logits and hand them to the stream."""
         rows = torch.tensor([r for s in sampling for r in s.rows])
-        check_finite(self.logits[rows])  # raised: every stream ends with it as the reason (see _run)
-        vocab = self.logits.shape[1]
+        logits = self.logits[rows]
+        check_finite(logits)  # raised: every stream ends with it as the reason (see _run)
+        vocab = logits.shape[1]
         noise = torch.cat([draw_noise(s.generator, s.samples, vocab) for s in sampling])
         picked = pick_rows(
-            self.logits[rows],
+            logits,
             self.temperature[rows],
             self.top_k[rows],
             self.top_p[rows],

@@ -55,11 +55,10 @@ def train(
         preset, model_settings, cfg = resume_settings(saved, settings)
         origin = init_from.resumed(saved)
     else:
-        plain = settings_for(preset, settings)
-        cfg = plain[1]
+        plain = model_settings, cfg = settings_for(preset, settings)
         kind = cpu_kind() if cfg.init_from is None and resolve_device(cfg.device).type == "cpu" else ""
-        # a preset may take other settings on this kind of CPU, where they measured better
-        model_settings, cfg = settings_for(preset, settings, kind=kind) if kind else plain
+        if kind:  # a preset may take other settings on this kind of CPU, where they measured better
+            model_settings, cfg = settings_for(preset, settings, kind=kind)
         if cfg.init_from is not None:
             model_settings, origin = init_from.start(cfg, model_settings, settings)
     cfg = replace(cfg, data=canonical_source(cfg.data))
