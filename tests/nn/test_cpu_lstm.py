@@ -148,6 +148,31 @@ def test_the_compiled_steps_build_here_and_compute_what_the_pytorch_steps_comput
             assert float((a - b).norm() / b.norm()) < 0.01, (batch, length)
 
 
+def test_the_compiled_transpose_moves_every_element_exactly():
+    if COMPILER is None:
+        pytest.skip("no C compiler on this machine: the layer transposes with PyTorch")
+    steps, why = native.compiled()
+    assert steps is not None, why
+    gen = torch.Generator().manual_seed(3)
+    for rows, cols in ((1, 1), (1, 70), (33, 1), (32, 32), (33, 70), (200, 96)):  # partial and whole tiles
+        x = torch.randn(rows, cols + 5, generator=gen).bfloat16()
+        for matrix in (x[:, :cols].contiguous(), x[:, 5:], x[:, :cols].t()):  # dense, rows apart, transposed
+            out = steps.transposed(matrix)
+            assert out.is_contiguous() and torch.equal(out, matrix.t()), (rows, cols)
+
+
+def test_compiled_weight_gradients_come_in_the_weights_layout():
+    """So autograd keeps them as they are instead of copying each into the weight's layout (its copy of a
+    transposed view is the slow part); `autograd.grad` hands them over as the layer made them."""
+    if COMPILER is None:
+        pytest.skip("no C compiler on this machine: the layer runs its PyTorch steps (tested above)")
+    x, state = inputs(4, 6, 24, 40, 2)
+    weights = [w.bfloat16().requires_grad_() for w in random_lstm(2, 24, 40)]
+    out, _ = cpu_lstm.lstm(x.bfloat16(), tuple(s.bfloat16() for s in state), weights, 0.0, True)
+    grads = torch.autograd.grad(out.float().sum(), weights)
+    assert all(g.is_contiguous() and g.shape == w.shape for g, w in zip(grads, weights, strict=True))
+
+
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],

@@ -1,8 +1,8 @@
-"""charnn's compiled CPU code: the LSTM layer's time steps (lstm_steps.c) and dropout (dropout.c), built on
-first use with this machine's C compiler, for its CPU (-march=native), and kept in the cache folder under a
-name that changes with the sources, the flags, the compiler and the CPU. Where no compiler is found or the
-build fails, `compiled()` says why, and the layer runs its steps as PyTorch operations and dropout is
-PyTorch's instead (slower)."""
+"""charnn's compiled CPU code: the LSTM layer's time steps (lstm_steps.c), dropout (dropout.c) and a
+transpose of 16-bit matrices (transpose.c), built on first use with this machine's C compiler, for its CPU
+(-march=native), and kept in the cache folder under a name that changes with the sources, the flags, the
+compiler and the CPU. Where no compiler is found or the build fails, `compiled()` says why, and the layer
+runs its steps as PyTorch operations and dropout is PyTorch's instead (slower)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from charnn.device import cpu_info
 from charnn.fileio import cache_root
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "lstm_steps.c", HERE / "dropout.c"]
+SOURCES = [HERE / "lstm_steps.c", HERE / "dropout.c", HERE / "transpose.c"]
 HEADERS = [HERE / "bf16.h"]
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 # Tried in order: 512-bit vectors where the CPU has them (4% faster a step on AMX than 256-bit), OpenMP (it
@@ -43,7 +43,10 @@ class Compiled:
         self._backward.argtypes = [i64, i64, *[ptr] * 8, ctypes.c_int]
         self._dropout = lib.dropout_apply
         self._dropout.argtypes = [i64, ptr, ptr, ctypes.c_int, u32, ctypes.c_float, u32, u32, ctypes.c_int]
-        self._forward.restype = self._backward.restype = self._dropout.restype = None
+        self._transpose = lib.transpose16
+        self._transpose.argtypes = [i64, i64, ptr, i64, ptr, ctypes.c_int]
+        for function in (self._forward, self._backward, self._dropout, self._transpose):
+            function.restype = None
 
     def forward(
         self, gates: Tensor, x_part: Tensor, bias: Tensor, recurrent: Tensor, c_prev: Tensor, cell: Tensor,
@@ -66,6 +69,14 @@ class Compiled:
             batch, hidden, gates.data_ptr(), c_prev.data_ptr(), tanh_cell.data_ptr(), d_out.data_ptr(),
             dh_next.data_ptr(), dc.data_ptr(), dz.data_ptr(), d_bias.data_ptr(), d_bias.shape[0],
         )  # fmt: skip
+
+    def transposed(self, x: Tensor) -> Tensor:
+        """x.t() as a new contiguous tensor, for x 2-D of 16-bit elements (bf16)."""
+        x = x if x.stride(1) == 1 else x.contiguous()
+        rows, cols = x.shape
+        out = torch.empty(cols, rows, dtype=x.dtype)
+        self._transpose(rows, cols, x.data_ptr(), x.stride(0), out.data_ptr(), torch.get_num_threads())
+        return out
 
     def dropout(self, x: Tensor, out: Tensor, drop_below: int, scale: float, seed: int) -> None:
         """out = x * scale where the hash of (seed, element) is at least drop_below (of 2^32), else 0;
