@@ -31,13 +31,13 @@ def test_the_cpu_presets_train_an_lstm_with_more_weight_decay_on_amx_only(preset
 
 def test_cpu_10m_on_amx_is_wider_with_more_dropout_and_weight_decay_and_what_is_given_wins():
     model, train = settings_for("cpu-10m", {}, kind="amx")
-    assert (model["hidden"], model["dropout"], train.weight_decay) == (768, 0.3, 0.3)
+    assert (model["hidden"], model["dropout"], train.weight_decay) == (768, 0.5, 0.3)
     model, train = settings_for("cpu-10m", {}, kind="avx512_bf16")
     assert (model["hidden"], train.weight_decay) == (512, 0.01)
     model, _ = settings_for("cpu-10m", {"hidden": 512}, kind="amx")
-    assert (model["cell"], model["hidden"], model["dropout"]) == ("lstm", 512, 0.3)
+    assert (model["cell"], model["hidden"], model["dropout"]) == ("lstm", 512, 0.5)
     assert variant_note("cpu-10m", "amx", {"hidden": 512}).startswith(
-        "preset cpu-10m on this CPU (amx): cell lstm, dropout 0.3, weight_decay 0.3, as on AMX"
+        "preset cpu-10m on this CPU (amx): cell lstm, dropout 0.5, weight_decay 0.3, as on AMX"
     )
 
 
