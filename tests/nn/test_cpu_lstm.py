@@ -161,14 +161,14 @@ def test_the_compiled_transpose_moves_every_element_exactly():
             assert out.is_contiguous() and torch.equal(out, matrix.t()), (rows, cols)
 
 
-def test_compiled_weight_gradients_come_in_the_weights_layout():
+@pytest.mark.parametrize("compiled_steps", [True, False])
+def test_weight_gradients_come_in_the_weights_layout(compiled_steps):
     """So autograd keeps them as they are instead of copying each into the weight's layout (its copy of a
     transposed view is the slow part); `autograd.grad` hands them over as the layer made them."""
-    if COMPILER is None:
-        pytest.skip("no C compiler on this machine: the layer runs its PyTorch steps (tested above)")
     x, state = inputs(4, 6, 24, 40, 2)
     weights = [w.bfloat16().requires_grad_() for w in random_lstm(2, 24, 40)]
-    out, _ = cpu_lstm.lstm(x.bfloat16(), tuple(s.bfloat16() for s in state), weights, 0.0, True)
+    bf16_state = tuple(s.bfloat16() for s in state)
+    out, _ = cpu_lstm.lstm(x.bfloat16(), bf16_state, weights, 0.0, True, compiled_steps=compiled_steps)
     grads = torch.autograd.grad(out.float().sum(), weights)
     assert all(g.is_contiguous() and g.shape == w.shape for g, w in zip(grads, weights, strict=True))
 
