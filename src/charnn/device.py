@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import platform
@@ -12,6 +13,9 @@ import torch
 from charnn.errors import ConfigError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# glibc's mallopt parameters (malloc.h), and the largest block it lets the heap serve on a 64-bit machine
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_HEAP_BLOCKS_UP_TO = 32 * 1024 * 1024
 
 
 @functools.cache
@@ -60,6 +64,24 @@ def memory_bytes() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc keep the memory a training step frees for the next step, instead of handing it back to the
+    kernel: each step of a `cpu-10m`-sized model frees ~100 MB of blocks at the top of the heap, which glibc
+    trims, so the next step meets them again as ~25,000 fresh pages, each faulted in and zeroed (a step took
+    1.07x as long on an Intel Xeon with AMX). Blocks up to 32 MiB then come from the heap and stay there,
+    so the process holds on to its peak working set until it ends. For the whole process, once; True where
+    it took (glibc), False elsewhere (nothing changes)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # Setting either turns off glibc's own adjustment of both, so set both.
+    heap_blocks = mallopt(_M_MMAP_THRESHOLD, _HEAP_BLOCKS_UP_TO)
+    return bool(heap_blocks and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from charnn.config import ModelConfig, TrainConfig
-from charnn.device import memory_bytes, resolve_precision
+from charnn.device import keep_freed_memory, memory_bytes, resolve_precision
 from charnn.errors import ConfigError, TrainingError
 from charnn.nn import cpu_lstm
 from charnn.nn.model import CharRNN, State, count_parameters
@@ -63,6 +63,8 @@ class TrainStep:
         self.dtype = resolve_precision(cfg.precision, device)
         rng.seed_all(cfg.seed)
         check_fits_in_memory(model_cfg)
+        if device.type == "cpu":
+            keep_freed_memory()
         self.model = CharRNN(model_cfg).to(device)
         cast = device.type == "cpu" and self.dtype != torch.float32
         self.cast = LowPrecisionCopy(self.model, self.dtype) if cast else None
