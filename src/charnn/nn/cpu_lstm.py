@@ -34,8 +34,9 @@ def packed_product(w: Tensor, rows: int):
 
 class BufferPool:
     """The layer's big work tensors, kept from one training step for the next. Fresh blocks of this size come
-    from the kernel as new pages (glibc maps every block over 32 MiB afresh), and their page faults cost about
-    a quarter of a step; reused ones cost nothing. Its owner (a TrainStep) decides how long it lasts."""
+    from the kernel as new pages (glibc maps every block over 32 MiB afresh; smaller ones stay on its heap,
+    device.keep_freed_memory), and their page faults cost about a quarter of a step; reused ones cost
+    nothing. Its owner (a TrainStep) decides how long it lasts."""
 
     def __init__(self) -> None:
         self.free: dict[tuple, list[Tensor]] = {}
