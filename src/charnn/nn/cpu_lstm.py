@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from charnn.nn.dropout import dropout as drop
@@ -66,7 +67,14 @@ def _tanh(x: Tensor, out: Tensor) -> Tensor:
 
 class LSTMLayer(torch.autograd.Function):
     """One LSTM layer over a time-major sequence: x (T, B, E), state (B, H) each, weights in PyTorch's layout
-    (gates i, f, g, o). Returns the outputs (T, B, H) and the last state, all in the weights' dtype."""
+    (gates i, f, g, o). Returns the outputs (T, B, H) and the last state, all in the weights' dtype.
+
+    Where `embedding` (V, E) is given (compiled steps only), x is ids (T, B) and the layer's input their rows
+    of it: the input part of the gates is then a table, embedding @ w_ih.t(), a row per id, which the steps
+    look up, and the backward sums the gates' gradient per id into the table's gradient, which gives those
+    of the embedding and of w_ih in two small products. For a character vocabulary this replaces three
+    products as big as the sequence (the input part, and the gradients of the input and of w_ih; a fifth of
+    the tutorial model's work) with ones the size of the vocabulary."""
 
     @staticmethod
     def forward(
@@ -79,18 +87,22 @@ class LSTMLayer(torch.autograd.Function):
         bias: Tensor,
         pool: BufferPool,
         native: Compiled | None,
+        embedding: Tensor | None = None,
     ):
-        steps, batch, embed = x.shape
+        steps, batch = x.shape[:2]
         hidden = w_hh.shape[1]
-        x_flat = x.reshape(steps * batch, embed)
-        # The input part of the gates for all steps at once; the loop adds the recurrent part, activates.
-        x_part = torch.mm(x_flat, w_ih.t(), out=pool.take((steps * batch, 4 * hidden), x.dtype))
+        if embedding is None:
+            x_flat = x.reshape(steps * batch, -1)
+            # The input part of the gates for all steps at once; the loop adds the recurrent part, activates.
+            x_part = torch.mm(x_flat, w_ih.t(), out=pool.take((steps * batch, 4 * hidden), x.dtype))
+        else:
+            x_flat, x_part = x.contiguous(), torch.mm(embedding, w_ih.t())
         gates = pool.take((steps, batch, 4, hidden))
         cells, tanh_cells = pool.take((steps, batch, hidden)), pool.take((steps, batch, hidden))
-        out = torch.empty(steps, batch, hidden, dtype=x.dtype)
+        out = torch.empty(steps, batch, hidden, dtype=w_hh.dtype)
         # Each step's input state again, transposed side by side (H, T*B): the recurrent weights' gradient is
         # then one product of contiguous matrices, twice as fast on AMX as one with a transposed operand.
-        h_before = pool.take((hidden, steps * batch), x.dtype)
+        h_before = pool.take((hidden, steps * batch), w_hh.dtype)
         recurrent = packed_product(w_hh, batch)
         if native is None:
             # not a mixed add: it widens
@@ -101,17 +113,19 @@ class LSTMLayer(torch.autograd.Function):
             h, c, b = h0.contiguous(), c0.float().contiguous(), bias.float().contiguous()
             for t in range(steps):
                 h_t = h_before[:, (t + 1) * batch :] if t + 1 < steps else None
-                x_t = x_part[t * batch : (t + 1) * batch]
-                native.forward(gates[t], x_t, b, recurrent(h), c, cells[t], tanh_cells[t], out[t], h_t)
+                ids = None if embedding is None else x_flat[t]
+                x_t = x_part if embedding is not None else x_part[t * batch : (t + 1) * batch]
+                native.forward(gates[t], x_t, b, recurrent(h), c, cells[t], tanh_cells[t], out[t], h_t, ids)
                 h, c = out[t], cells[t]
-        pool.give(x_part)
-        ctx.save_for_backward(x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells, h_before)
+        if embedding is None:
+            pool.give(x_part)
+        ctx.save_for_backward(x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells, h_before, embedding)
         ctx.pool, ctx.native = pool, native
         return out, out[-1].clone(), cells[-1].to(c0.dtype, copy=True)
 
     @staticmethod
     def backward(ctx, d_out: Tensor, d_hn: Tensor | None, d_cn: Tensor | None):
-        x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells, h_before = ctx.saved_tensors
+        x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells, h_before, embedding = ctx.saved_tensors
         steps, batch, hidden = out.shape
         d_out = d_out.contiguous()
         dz = ctx.pool.take((steps, batch, 4, hidden), w_hh.dtype)
@@ -127,22 +141,34 @@ class LSTMLayer(torch.autograd.Function):
             ones = torch.ones(1, steps * batch, dtype=dz.dtype)
             d_bias = (ones @ dz.view(steps * batch, 4 * hidden)).view(-1)
         else:
-            d_bias = torch.zeros(torch.get_num_threads(), 4 * hidden)  # a row per thread (lstm_steps.c)
+            # The bias's gradient, or with an embedding the input table's: a block per thread (lstm_steps.c).
+            rows = 1 if embedding is None else embedding.shape[0]
+            sums = torch.zeros(torch.get_num_threads(), rows, 4 * hidden)
             dh_next, dc, c_first = dh_next.contiguous(), dc.contiguous().clone(), c0.float().contiguous()
             for t in range(steps - 1, -1, -1):
                 c_before = cells[t - 1] if t else c_first
-                ctx.native.backward(gates[t], c_before, tanh_cells[t], d_out[t], dh_next, dc, dz[t], d_bias)
+                ids = None if embedding is None else x_flat[t]
+                step = (gates[t], c_before, tanh_cells[t], d_out[t], dh_next, dc, dz[t], sums, ids)
+                ctx.native.backward(*step)
                 dh_next = recurrent(dz[t].view(batch, 4 * hidden))
-            d_bias = d_bias.sum(0)
+            d_table = sums.sum(0)
+            d_bias = d_table.sum(0)
         dz_flat = dz.view(steps * batch, 4 * hidden)
-        dx = (dz_flat @ w_ih).view(steps, batch, -1) if ctx.needs_input_grad[0] else None
-        # Weight gradients as products of contiguous matrices (see h_before), transposed after into the
-        # weights' own layout, which autograd then keeps instead of copying them there (its copy of a
-        # transposed bf16 view is twice as slow as `_transposed`, and several times the compiled transpose).
-        d_w_ih = transposed(transposed(x_flat) @ dz_flat)
+        d_embedding = None
+        if embedding is not None:
+            # fp32 products of the table's gradient, the size of the vocabulary
+            d_embedding = (d_table @ w_ih.float()).to(embedding.dtype)
+            d_w_ih = (d_table.t() @ embedding.float()).to(w_ih.dtype)
+            dx = None
+        else:
+            dx = (dz_flat @ w_ih).view(steps, batch, -1) if ctx.needs_input_grad[0] else None
+            # Weight gradients as products of contiguous matrices (see h_before), transposed after into the
+            # weights' own layout, which autograd then keeps instead of copying them there (its copy of a
+            # transposed bf16 view is twice as slow as `_transposed`, and several times the compiled one).
+            d_w_ih = transposed(transposed(x_flat) @ dz_flat)
         d_weights = (d_w_ih, transposed(h_before @ dz_flat), d_bias.to(w_ih.dtype))
         ctx.pool.give(gates, cells, tanh_cells, dz, h_before)
-        return dx, dh_next.to(h0.dtype), dc.to(c0.dtype), *d_weights, None, None
+        return dx, dh_next.to(h0.dtype), dc.to(c0.dtype), *d_weights, None, None, d_embedding
 
 
 def _transposed(w: Tensor) -> Tensor:
@@ -218,14 +244,18 @@ def lstm(
     training: bool,
     pool: BufferPool | None = None,
     compiled_steps: bool = True,
+    embedding: Tensor | None = None,
 ):
     """Stacked LSTM layers over x (B, T, E), batch first, taking the fused kernel's arguments: the state as
     (layers, B, H) tensors, weights as w_ih, w_hh, b_ih, b_hh per layer, dropout between layers; work
     buffers from `pool` (a new one per call if not given); each time step compiled (nn/native.py) where
-    `compiled_steps`, the tensors are bf16 and this machine could build it, else as PyTorch operations."""
+    `compiled_steps`, the tensors are bf16 and this machine could build it, else as PyTorch operations.
+    Where `embedding` is given, x is ids (B, T) whose rows of it are the input (see LSTMLayer)."""
     pool = pool or BufferPool()
-    bf16 = x.dtype == torch.bfloat16 and all(w.dtype == torch.bfloat16 for w in weights)
+    bf16 = all(w.dtype == torch.bfloat16 for w in [*weights, x if embedding is None else embedding])
     native = compiled()[0] if compiled_steps and bf16 else None
+    if embedding is not None and (native is None or embedding.shape[0] * _TABLE_SHARE > x.numel()):
+        x, embedding = F.embedding(x, embedding), None
     h0, c0 = state
     layers = len(weights) // 4
     seq = x.transpose(0, 1).contiguous()
@@ -234,10 +264,16 @@ def lstm(
         w_ih, w_hh, b_ih, b_hh = weights[4 * k : 4 * k + 4]
         if k > 0:
             seq = drop(seq, dropout, training)
-        seq, h, c = LSTMLayer.apply(seq, h0[k], c0[k], w_ih, w_hh, b_ih + b_hh, pool, native)
+        table = embedding if k == 0 else None
+        seq, h, c = LSTMLayer.apply(seq, h0[k], c0[k], w_ih, w_hh, b_ih + b_hh, pool, native, table)
         last_h.append(h)
         last_c.append(c)
     return seq.transpose(0, 1), (torch.stack(last_h), torch.stack(last_c))
+
+
+# The input table (LSTMLayer) is taken where the vocabulary is at most this share of a batch's characters:
+# it then costs a small part of the products it replaces, and its per-thread gradient sums little memory.
+_TABLE_SHARE = 16
 
 
 def random_weights(

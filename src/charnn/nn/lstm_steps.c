@@ -33,11 +33,12 @@ static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_(-x)); }
 static inline float tanh_(float x) { return 2.0f * sigmoid(2.0f * x) - 1.0f; }
 
 /* Writes the activated gates (g as tanh) to gates (batch, 4, hidden), from the pre-activations' input part
-   x_part (bf16, batch x 4 hidden), the bias (4 hidden) and the recurrent part (bf16, batch x 4 hidden); the
+   x_part (bf16, a row of 4 hidden per batch row, or where ids is given, a table whose row ids[b] is batch
+   row b's), the bias (4 hidden) and the recurrent part (bf16, batch x 4 hidden); the
    cell and its tanh (batch, hidden); the output h (bf16, batch x hidden); and, where h_t is given, h
    transposed into columns [0, batch) of h_t, whose rows are h_t_stride apart. */
 void lstm_forward_step(int64_t batch, int64_t hidden, float *restrict gates,
-                       const uint16_t *restrict x_part, const float *restrict bias,
+                       const uint16_t *restrict x_part, const int64_t *restrict ids, const float *restrict bias,
                        const uint16_t *restrict recurrent, const float *restrict c_prev,
                        float *restrict cell, float *restrict tanh_cell, uint16_t *restrict h,
                        uint16_t *restrict h_t, int64_t h_t_stride, int threads) {
@@ -49,7 +50,7 @@ void lstm_forward_step(int64_t batch, int64_t hidden, float *restrict gates,
             float *restrict ag = af + hidden, *restrict ao = ag + hidden;
             const uint16_t *restrict ri = recurrent + b * 4 * hidden, *restrict rf = ri + hidden;
             const uint16_t *restrict rg = rf + hidden, *restrict ro = rg + hidden;
-            const uint16_t *restrict xi = x_part + b * 4 * hidden, *restrict xf = xi + hidden;
+            const uint16_t *restrict xi = x_part + (ids ? ids[b] : b) * 4 * hidden, *restrict xf = xi + hidden;
             const uint16_t *restrict xg = xf + hidden, *restrict xo = xg + hidden;
             const float *restrict bi = bias, *restrict bf = bi + hidden, *restrict bg = bf + hidden;
             const float *restrict bo = bg + hidden;
@@ -85,22 +86,24 @@ void lstm_forward_step(int64_t batch, int64_t hidden, float *restrict gates,
    step and the tanh of the cell after; d_out, dh_next (bf16, batch x hidden): the gradient of the step's output
    from above and from the next step. dc: in, the cell's gradient from the next step; out, the gradient of the
    cell before this step. Writes the pre-activations' gradient dz (bf16, batch x 4 hidden) and adds it, summed
-   over the batch rows each thread takes, to that thread's row of d_bias (threads x 4 hidden): the sums do not
-   race, and they are the same on every run. */
+   over the batch rows each thread takes, to that thread's block of sums (threads x rows x 4 hidden): to its
+   row ids[b] where ids is given (the gradient of a table of input parts, x_part in the forward), else to its
+   only row (the bias's gradient). The threads' sums do not race, and they are the same on every run. */
 void lstm_backward_step(int64_t batch, int64_t hidden, const float *restrict gates,
                         const float *restrict c_prev, const float *restrict tanh_cell,
                         const uint16_t *restrict d_out, const uint16_t *restrict dh_next, float *restrict dc,
-                        uint16_t *restrict dz, float *restrict d_bias, int threads) {
+                        uint16_t *restrict dz, float *restrict sums, int64_t rows, const int64_t *restrict ids,
+                        int threads) {
 #pragma omp parallel num_threads(threads)
     {
         int64_t part = 0;
 #ifdef _OPENMP
         part = omp_get_thread_num();
 #endif
-        float *restrict sum_i = d_bias + part * 4 * hidden, *restrict sum_f = sum_i + hidden;
-        float *restrict sum_g = sum_f + hidden, *restrict sum_o = sum_g + hidden;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
+            float *restrict sum_i = sums + (part * rows + (ids ? ids[b] : 0)) * 4 * hidden;
+            float *restrict sum_f = sum_i + hidden, *restrict sum_g = sum_f + hidden, *restrict sum_o = sum_g + hidden;
             const float *restrict a = gates + b * 4 * hidden;
             uint16_t *restrict z = dz + b * 4 * hidden;
             const int64_t row = b * hidden;

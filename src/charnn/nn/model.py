@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from charnn.config import ModelConfig
@@ -14,8 +15,9 @@ from charnn.nn.dropout import dropout as drop
 
 State = tuple[Tensor, ...]
 # Another implementation of a stack of recurrent layers, taking the fused kernel's arguments:
-# (x batch-first, state as one tensor or an (h, c) pair, flat weights, dropout, training) -> (out, new state).
-LayerStack = Callable[[Tensor, Tensor | State, list[Tensor], float, bool], tuple[Tensor, State]]
+# (x batch-first, state as one tensor or an (h, c) pair, flat weights, dropout, training) -> (out, new state),
+# and the keyword `embedding`: where given, x is ids (B, T) whose rows of it are the input.
+LayerStack = Callable[..., tuple[Tensor, State]]
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,9 @@ class Recurrent(nn.Module):
                 out += [w_ih, w_hh, getattr(self, f"bias_l{k}"), self.zero_bias.to(w_ih.dtype)]
         return out
 
-    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def forward(self, x: Tensor, state: State, embedding: Tensor | None = None) -> tuple[Tensor, State]:
+        """The layers over x (B, T, E), or where `embedding` is given, over the rows of it that ids x (B, T)
+        pick (so that `training_layers` may fold it into the first layer's input weights)."""
         hx = state if self.kind.states == 2 else state[0]
         dropout = self.dropout if self.layers > 1 else 0.0
         weights = self.flat_weights()
@@ -125,7 +129,9 @@ class Recurrent(nn.Module):
             # so the fused kernels still run; it drops weights, not the state.
             weights = [drop(w, self.weight_dropout, True) if k % 4 == 1 else w for k, w in enumerate(weights)]
         if self.training_layers is not None and torch.is_grad_enabled():
-            return self.training_layers(x, hx, weights, dropout, self.training)
+            return self.training_layers(x, hx, weights, dropout, self.training, embedding=embedding)
+        if embedding is not None:
+            x = F.embedding(x, embedding)
         if dropout and self.training and x.device.type == "cpu":
             return self._layer_by_layer(x, hx, weights, dropout)
         out, *new_state = self.kind.kernel(
@@ -181,7 +187,10 @@ class CharRNN(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0])
         p = self.config.io_dropout
-        out, state = self.rnn(drop(self.embedding(x), p, self.training), state)
+        if p and self.training:
+            out, state = self.rnn(drop(self.embedding(x), p, True), state)
+        else:
+            out, state = self.rnn(x, state, embedding=self.embedding.weight)
         out = drop(out, p, self.training)
         time_major = out.transpose(0, 1)
         if out.dtype != torch.float32 and time_major.is_contiguous() and not out.is_contiguous():

@@ -39,8 +39,8 @@ class Compiled:
     def __init__(self, lib: ctypes.CDLL) -> None:
         i64, ptr, u32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_uint32
         self._forward, self._backward = lib.lstm_forward_step, lib.lstm_backward_step
-        self._forward.argtypes = [i64, i64, *[ptr] * 9, i64, ctypes.c_int]
-        self._backward.argtypes = [i64, i64, *[ptr] * 8, ctypes.c_int]
+        self._forward.argtypes = [i64, i64, *[ptr] * 10, i64, ctypes.c_int]
+        self._backward.argtypes = [i64, i64, *[ptr] * 8, i64, ptr, ctypes.c_int]
         self._dropout = lib.dropout_apply
         self._dropout.argtypes = [i64, ptr, ptr, ctypes.c_int, u32, ctypes.c_float, u32, u32, ctypes.c_int]
         self._transpose = lib.transpose16
@@ -50,11 +50,14 @@ class Compiled:
 
     def forward(
         self, gates: Tensor, x_part: Tensor, bias: Tensor, recurrent: Tensor, c_prev: Tensor, cell: Tensor,
-        tanh_cell: Tensor, h: Tensor, h_t: Tensor | None,
+        tanh_cell: Tensor, h: Tensor, h_t: Tensor | None, ids: Tensor | None = None,
     ) -> None:  # fmt: skip
+        """One forward step; x_part holds a row per batch row, or where `ids` (int64, one per batch row) is
+        given, it is a table of rows that they pick."""
         batch, hidden = h.shape
         self._forward(
-            batch, hidden, gates.data_ptr(), x_part.data_ptr(), bias.data_ptr(), recurrent.data_ptr(),
+            batch, hidden, gates.data_ptr(), x_part.data_ptr(), None if ids is None else ids.data_ptr(),
+            bias.data_ptr(), recurrent.data_ptr(),
             c_prev.data_ptr(), cell.data_ptr(), tanh_cell.data_ptr(), h.data_ptr(),
             None if h_t is None else h_t.data_ptr(), 0 if h_t is None else h_t.stride(0),
             torch.get_num_threads(),
@@ -62,12 +65,15 @@ class Compiled:
 
     def backward(
         self, gates: Tensor, c_prev: Tensor, tanh_cell: Tensor, d_out: Tensor, dh_next: Tensor, dc: Tensor,
-        dz: Tensor, d_bias: Tensor,
+        dz: Tensor, sums: Tensor, ids: Tensor | None = None,
     ) -> None:  # fmt: skip
+        """One backward step; dz is added into `sums` (threads, rows, 4 hidden; fp32), a block per thread:
+        to row ids[b] for batch row b where `ids` is given, else to the only row."""
         batch, hidden = dc.shape
         self._backward(
             batch, hidden, gates.data_ptr(), c_prev.data_ptr(), tanh_cell.data_ptr(), d_out.data_ptr(),
-            dh_next.data_ptr(), dc.data_ptr(), dz.data_ptr(), d_bias.data_ptr(), d_bias.shape[0],
+            dh_next.data_ptr(), dc.data_ptr(), dz.data_ptr(), sums.data_ptr(), sums.shape[1],
+            None if ids is None else ids.data_ptr(), sums.shape[0],
         )  # fmt: skip
 
     def transposed(self, x: Tensor) -> Tensor:

@@ -1,0 +1,94 @@
+"""charnn's bf16 CPU LSTM taking ids and the embedding (nn/cpu_lstm.py's input table) instead of embedded
+inputs: the same outputs, gradients as close to fp32 or closer, and a lookup where a table would not pay."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charnn.config import ModelConfig
+from charnn.nn import cpu_lstm, native
+from charnn.nn.model import CharRNN
+
+pytestmark = pytest.mark.skipif(native.compiled()[0] is None, reason="the table needs the compiled steps")
+
+VOCAB, EMBED, HIDDEN, BATCH, STEPS = 40, 24, 48, 6, 150  # 40 x 16 = 640 <= 900 characters: the table pays
+
+
+def weights_and_inputs(layers: int, vocab: int = VOCAB):
+    gen = torch.Generator().manual_seed(3)
+    weights = cpu_lstm.random_weights(EMBED, HIDDEN, layers, gen, bias_scale=0.5)
+    embedding = torch.randn(vocab, EMBED, generator=gen) * 0.5
+    ids = torch.randint(0, vocab, (BATCH, STEPS), generator=gen)
+    state = tuple(torch.randn(layers, BATCH, HIDDEN, generator=gen) * 0.5 for _ in range(2))
+    probe = torch.randn(BATCH, STEPS, HIDDEN, generator=gen)
+    return embedding, weights, ids, state, probe
+
+
+def run(embedding, weights, ids, state, probe, dtype, how):
+    """Outputs, then the gradients of the embedding and of every weight (fp32), computed in `dtype` by
+    PyTorch's fused fp32 kernel ("fp32"), by charnn's layer on looked-up rows ("lookup") or on the ids."""
+    leaves = [t.detach().to(dtype).requires_grad_() for t in (embedding, *weights)]
+    state = tuple(s.to(dtype) for s in state)
+    if how == "fp32":
+        out = torch.lstm(F.embedding(ids, leaves[0]), state, leaves[1:], True, len(weights) // 4, 0.0, True,
+                         False, True)[0]  # fmt: skip
+    elif how == "lookup":
+        out = cpu_lstm.lstm(F.embedding(ids, leaves[0]), state, leaves[1:], 0.0, True)[0]
+    else:
+        out = cpu_lstm.lstm(ids, state, leaves[1:], 0.0, True, embedding=leaves[0])[0]
+    (out.float() * probe).sum().backward()
+    return out.detach().float(), [t.grad.float() for t in leaves]
+
+
+def relative_errors(grads, exact):
+    return [float((g - e).norm() / e.norm()) for g, e in zip(grads, exact, strict=True)]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_table_gives_the_lookups_outputs_and_gradients_as_close_to_fp32(layers):
+    args = weights_and_inputs(layers)
+    _, exact = run(*args, torch.float32, "fp32")
+    out_lookup, lookup = run(*args, torch.bfloat16, "lookup")
+    out_table, table = run(*args, torch.bfloat16, "table")
+    assert torch.equal(out_table, out_lookup)
+    assert torch.equal(table[2], lookup[2])  # the recurrent weights' gradient: the table does not touch it
+    assert not torch.equal(table[0], lookup[0])  # the embedding's gradient: another path, so it was taken
+    table_errors, lookup_errors = relative_errors(table, exact), relative_errors(lookup, exact)
+    print(f"bf16 vs fp32 gradient errors: table {max(table_errors):.2e}, lookup {max(lookup_errors):.2e}")
+    assert max(table_errors) < 0.02
+    assert table_errors[0] <= lookup_errors[0]  # the embedding's: summed in fp32 per id, not rounded per row
+    assert table_errors[1] <= 1.5 * lookup_errors[1] + 1e-4  # w_ih's: fp32 against bf16 products
+
+
+def test_a_vocabulary_too_big_for_the_batch_is_looked_up():
+    vocab = BATCH * STEPS // cpu_lstm._TABLE_SHARE + 1
+    args = weights_and_inputs(1, vocab)
+    out_lookup, lookup = run(*args, torch.bfloat16, "lookup")
+    out_ids, given_ids = run(*args, torch.bfloat16, "table")
+    assert torch.equal(out_ids, out_lookup)
+    assert all(torch.equal(a, b) for a, b in zip(given_ids, lookup, strict=True))
+
+
+def test_the_model_hands_its_ids_to_the_training_layers_unless_its_inputs_drop_out():
+    torch.manual_seed(0)
+    ids = torch.randint(0, VOCAB, (BATCH, STEPS))
+    logits = {}
+    for io_dropout in (0.0, 0.3):
+        config = ModelConfig(vocab_size=VOCAB, embedding=EMBED, hidden=HIDDEN, io_dropout=io_dropout)
+        model = CharRNN(config).to(torch.bfloat16)
+        seen = []
+
+        def layers(x, hx, weights, dropout, training, embedding=None, seen=seen):
+            seen.append(embedding is not None)
+            return cpu_lstm.lstm(x, hx, weights, dropout, training, embedding=embedding)
+
+        model.rnn.training_layers = layers
+        torch.manual_seed(1)
+        logits[io_dropout] = model(ids)[0]
+        assert seen == [io_dropout == 0.0]
+        with torch.no_grad():  # the fused kernel, on the looked-up rows, where no gradient is recorded
+            model.eval()
+            looked_up = model.rnn(model.embedding(ids), model.init_state(BATCH))[0]
+            assert torch.equal(model(ids)[0], model.head(looked_up))
+        assert seen == [io_dropout == 0.0]
+    assert not torch.equal(logits[0.0], logits[0.3])
