@@ -47,6 +47,18 @@ def test_measurements_at_toy_size_and_the_report():
     }
     report = format_report(result)
     assert "train fp32:" in report and "generate batch 1, int8 weights" in report
+    assert f"family/model/stepping {result['cpu_model'] or '?'};" in report
+
+
+def test_the_cpu_is_named_by_its_model_numbers_too():
+    fields = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    expected = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+    assert describe_cpu()["cpu_model"] == expected
+    assert expected.count("/") == 2
 
 
 def test_memory_watch_sees_a_childs_own_peak():

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from charnn.config import ModelConfig, SamplingConfig, TrainConfig
+from charnn.device import PRECISIONS as DTYPES
 from charnn.device import cpu_kind, describe_cpu
 from charnn.evaluation import loss_carried
 from charnn.nn.model import CharRNN
@@ -217,13 +218,16 @@ def run(quick: bool = False, log=print) -> dict:
     torch.manual_seed(0)
     result: dict = {"date": datetime.date.today().isoformat(), **describe_cpu(), "quick": quick}
     log("machine limits ...")
-    result["gemm_gflops"] = {
-        p: gemm_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[p]) for p in PRECISIONS
-    }
+    result["gemm_gflops"] = {p: gemm_gflops(DTYPES[p]) for p in PRECISIONS}
     formats = ("fp32", "int8", "bf16") if cpu_kind() != "fp32" else ("fp32", "int8")
     result["matvec_per_s"] = {w: matvec_rate(w, reps=500 if quick else 2000) for w in formats}
     log("training speed ...")
     result["train"] = {p: train_speed(p, steps=3 if quick else 10) for p in PRECISIONS}
+    # The peak again, the higher of the two kept: where other machines share this CPU, its matrix units may
+    # run at a fraction of their speed for minutes, and a peak measured then would flatter the share below.
+    for p in PRECISIONS:
+        again = gemm_gflops(DTYPES[p])
+        result["gemm_gflops"][p] = max(result["gemm_gflops"][p], again)
     auto = "bf16" if "bf16" in PRECISIONS else "fp32"
     result["train_auto"] = auto
     result["train_fraction_of_gemm_peak"] = result["train"][auto]["gflops"] / result["gemm_gflops"][auto]
@@ -253,7 +257,8 @@ def run(quick: bool = False, log=print) -> dict:
 def format_report(result: dict) -> str:
     """A readable table of the charnn half."""
     lines = [
-        f"{result['cpu']} ({result['cpu_kind']}; {', '.join(result['flags'])}), {result['threads']} threads, "
+        f"{result['cpu']} (family/model/stepping {result.get('cpu_model') or '?'}; {result['cpu_kind']}; "
+        f"{', '.join(result['flags'])}), {result['threads']} threads, "
         f"torch {result['torch']}, {result['date']}",
         "GEMM GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in result["gemm_gflops"].items()),
         "4096x1024 matrix-vector per s: "

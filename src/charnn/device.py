@@ -45,11 +45,24 @@ def cpu_kind() -> str:
     return "fp32"
 
 
+def cpu_model() -> str:
+    """The CPU's family, model and stepping numbers as /proc/cpuinfo gives them, e.g. "6/207/2" (an Intel
+    Xeon of one generation: the model name alone may not say which); "" where it does not."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping")) if fields else ""
+
+
 def describe_cpu() -> dict:
     """The facts a benchmark result needs to name its CPU."""
     name, flags = cpu_info()
     return {
         "cpu": name,
+        "cpu_model": cpu_model(),
         "cpu_kind": cpu_kind(),
         "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
         "capability": torch.backends.cpu.get_cpu_capability(),
