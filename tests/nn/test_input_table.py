@@ -92,3 +92,9 @@ def test_the_model_hands_its_ids_to_the_training_layers_unless_its_inputs_drop_o
             assert torch.equal(model(ids)[0], model.head(looked_up))
         assert seen == [io_dropout == 0.0]
     assert not torch.equal(logits[0.0], logits[0.3])
+
+
+def test_the_kernel_timing_runs_on_ids_where_the_model_hands_them_over():
+    for vocab in (0, 16):  # 16 x 16 <= 6 x 50 characters: the timing's layer takes the table
+        speedup = cpu_lstm.speedup_over_fused(EMBED, HIDDEN, 1, BATCH, 50, vocab)
+        assert 0 < speedup < float("inf")

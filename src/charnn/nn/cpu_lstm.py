@@ -299,10 +299,14 @@ def random_weights(
 _WARM_UP, _TIMED = 3, 4
 
 
-def speedup_over_fused(input_size: int, hidden: int, layers: int, batch: int, steps: int) -> float:
+def speedup_over_fused(
+    input_size: int, hidden: int, layers: int, batch: int, steps: int, vocab: int = 0
+) -> float:
     """How many times faster `lstm` trains than PyTorch's fused bf16 kernel at these sizes on this machine:
     forward + backward on random data, the best of four each after three warm-ups, the two kernels
-    alternating, over at most 50 steps (the cost per step barely changes with the length; the memory does).
+    alternating, over at most 50 steps (the cost per step barely changes with the length; the memory does);
+    where `vocab` is given, the input is ids into an embedding of that many rows, as a model's first layer
+    takes them (`lstm` may then look up its input part in a table; the fused kernel gets the rows).
     (It depends on the sizes and on whether the steps are compiled: with PyTorch steps this layer won at
     hidden 1024 and batch 64 on AVX-512 CPUs and lost at 512 and below, where the Python loop's per-step cost
     outweighs the faster products; compiled, on AMX it wins at 1024 and at 2 x 512, batch 128, too.)"""
@@ -310,12 +314,24 @@ def speedup_over_fused(input_size: int, hidden: int, layers: int, batch: int, st
     gen = torch.Generator().manual_seed(0)
     weights = [w.bfloat16().requires_grad_() for w in random_weights(input_size, hidden, layers, gen)]
     x = torch.randn(batch, steps, input_size, generator=gen).bfloat16().requires_grad_()
+    embedding, ids = None, None
+    if vocab:
+        embedding = torch.randn(vocab, input_size, generator=gen).bfloat16().requires_grad_()
+        ids = torch.randint(0, vocab, (batch, steps), generator=gen)
     state = (torch.zeros(layers, batch, hidden, dtype=torch.bfloat16),) * 2
     grad = torch.randn(batch, steps, hidden, generator=gen).bfloat16()
     pool = BufferPool()
+
+    def inputs() -> Tensor:
+        return x if embedding is None else F.embedding(ids, embedding)
+
     runs = {
-        "fused": lambda: torch.lstm(x, state, weights, True, layers, 0.0, True, False, True)[0],
-        "charnn": lambda: lstm(x, state, weights, 0.0, True, pool)[0],
+        "fused": lambda: torch.lstm(inputs(), state, weights, True, layers, 0.0, True, False, True)[0],
+        "charnn": lambda: (
+            lstm(x, state, weights, 0.0, True, pool)[0]
+            if embedding is None
+            else lstm(ids, state, weights, 0.0, True, pool, embedding=embedding)[0]
+        ),
     }
     best = dict.fromkeys(runs, float("inf"))
     for attempt in range(_WARM_UP + _TIMED):

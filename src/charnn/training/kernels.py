@@ -31,6 +31,7 @@ class Sizes:
     layers: int
     batch: int  # this rank's rows
     steps: int
+    vocab: int = 0  # where the first layer takes ids (nothing drops out on its input): the vocabulary
 
 
 def _key(kernel: str, s: Sizes) -> str:
@@ -96,7 +97,7 @@ def settle(kept: str | None, setting: str, sizes: Sizes, ranks: Ranks) -> tuple[
         only = good[0]
         return only, f"bf16 LSTM on CPU: {reason}; training with --lstm-kernel {only}{_uncompiled(only)}"
     speedup = cpu_lstm.speedup_over_fused(
-        sizes.input_size, sizes.hidden, sizes.layers, sizes.batch, sizes.steps
+        sizes.input_size, sizes.hidden, sizes.layers, sizes.batch, sizes.steps, sizes.vocab
     )
     faster = distributed.agree(float(speedup >= KERNEL_MARGIN), ranks)
     kernel = "charnn-bf16" if faster else "pytorch"

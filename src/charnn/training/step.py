@@ -144,7 +144,8 @@ class TrainStep:
         note = ""
         if self.cast and self.model.config.cell == "lstm":
             c, rows = self.model.config, len(range(self.cfg.batch_size)[self.rows])
-            sizes = kernels.Sizes(c.embedding, c.hidden, c.layers, rows, seq_len)
+            vocab = 0 if c.io_dropout else c.vocab_size  # the model hands its layers ids (nn/model.py)
+            sizes = kernels.Sizes(c.embedding, c.hidden, c.layers, rows, seq_len, vocab)
             self.lstm_kernel, note = kernels.settle(self.lstm_kernel, setting, sizes, self.ranks)
         own = self.lstm_kernel == "charnn-bf16"
         self.compute.rnn.training_layers = (
