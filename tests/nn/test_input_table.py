@@ -98,3 +98,15 @@ def test_the_kernel_timing_runs_on_ids_where_the_model_hands_them_over():
     for vocab in (0, 16):  # 16 x 16 <= 6 x 50 characters: the timing's layer takes the table
         speedup = cpu_lstm.speedup_over_fused(EMBED, HIDDEN, 1, BATCH, 50, vocab)
         assert 0 < speedup < float("inf")
+
+
+def test_ids_outside_the_vocabulary_are_refused_as_a_lookup_refuses_them():
+    embedding, weights, ids, state, _ = weights_and_inputs(1)
+    weights = [w.bfloat16() for w in weights]
+    state = tuple(t.bfloat16() for t in state)
+    for bad in (VOCAB, -1):
+        ids[2, 7] = bad
+        with pytest.raises(IndexError):
+            F.embedding(ids, embedding.bfloat16())
+        with pytest.raises(IndexError, match="out of range"):
+            cpu_lstm.lstm(ids, state, weights, 0.0, True, embedding=embedding.bfloat16())

@@ -256,6 +256,8 @@ def lstm(
     native = compiled()[0] if compiled_steps and bf16 else None
     if embedding is not None and (native is None or embedding.shape[0] * _TABLE_SHARE > x.numel()):
         x, embedding = F.embedding(x, embedding), None
+    elif embedding is not None and not 0 <= int(x.min()) <= int(x.max()) < embedding.shape[0]:
+        raise IndexError(f"ids out of range for an embedding of {embedding.shape[0]} rows")  # as F.embedding
     h0, c0 = state
     layers = len(weights) // 4
     seq = x.transpose(0, 1).contiguous()
