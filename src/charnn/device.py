@@ -47,7 +47,8 @@ def cpu_kind() -> str:
 
 def cpu_model() -> str:
     """The CPU's family, model and stepping numbers as /proc/cpuinfo gives them, e.g. "6/207/2" (an Intel
-    Xeon of one generation: the model name alone may not say which); "" where it does not."""
+    Xeon of one generation: the model name alone may not say which); "?" for each it lacks (ARM's
+    /proc/cpuinfo has other fields), "" without /proc/cpuinfo."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

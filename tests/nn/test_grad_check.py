@@ -19,10 +19,10 @@ def test_the_check_sees_wrong_gradients(monkeypatch):
     """A kernel whose backward is off (here: gradients of the layer below scaled by 1.3) fails the check."""
     run = grad_check._run
 
-    def scaled_backward(cell, kernel, x, weights, layers):
+    def scaled_backward(cell, kernel, x, weights, layers, embedding):
         if x.dtype == torch.bfloat16:
             x = ScaleGradient.apply(x)
-        return run(cell, kernel, x, weights, layers)
+        return run(cell, kernel, x, weights, layers, embedding)
 
     class ScaleGradient(torch.autograd.Function):
         @staticmethod

@@ -91,7 +91,6 @@ def test_the_model_hands_its_ids_to_the_training_layers_unless_its_inputs_drop_o
             looked_up = model.rnn(model.embedding(ids), model.init_state(BATCH))[0]
             assert torch.equal(model(ids)[0], model.head(looked_up))
         assert seen == [io_dropout == 0.0]
-    assert not torch.equal(logits[0.0], logits[0.3])
 
 
 def test_the_kernel_timing_runs_on_ids_where_the_model_hands_them_over():
@@ -110,3 +109,23 @@ def test_ids_outside_the_vocabulary_are_refused_as_a_lookup_refuses_them():
             F.embedding(ids, embedding.bfloat16())
         with pytest.raises(IndexError, match="out of range"):
             cpu_lstm.lstm(ids, state, weights, 0.0, True, embedding=embedding.bfloat16())
+
+
+def test_int32_ids_give_what_int64_ids_give():
+    args = weights_and_inputs(1)
+    out64, grads64 = run(*args, torch.bfloat16, "table")
+    out32, grads32 = run(args[0], args[1], args[2].int(), *args[3:], torch.bfloat16, "table")
+    assert torch.equal(out32, out64)
+    assert all(torch.equal(a, b) for a, b in zip(grads32, grads64, strict=True))
+
+
+def test_the_gradient_check_runs_the_table_where_the_run_takes_it():
+    from charnn.nn import grad_check
+
+    sizes = ("lstm", "charnn-bf16", EMBED, HIDDEN, 1, BATCH, STEPS)
+    errors = {vocab: grad_check.gradient_error(*sizes, vocab) for vocab in (0, VOCAB)}
+    assert max(errors.values()) < grad_check.MAX_ERROR
+    assert errors[0] != errors[VOCAB]  # the embedding's gradient counts as the input's
+    # the run (6 x 150 characters) takes the table; the check's 50 steps take it at 300 // 16 = 18 rows
+    assert cpu_lstm.trial_vocab(VOCAB, BATCH, STEPS, grad_check.MAX_STEPS) == 18
+    assert cpu_lstm.trial_vocab(VOCAB, BATCH, 60, 50) == 0  # 40 x 16 > 6 x 60: the run looks rows up

@@ -5,8 +5,10 @@ PyTorch's fused bf16 LSTM on CPU (oneDNN) runs its backward at under half the bf
 contiguous block; makes big products of everything that does not depend on the previous step (the input
 part of all gates before the forward loop, the weight and input gradients after the backward loop), so one
 product with the recurrent weights per step is left in each loop, with those weights packed once per call;
-and does each step's pointwise work in one compiled pass (lstm_steps.c, built by nn/native.py), or, where
-it cannot be built, as PyTorch operations (the backward's derivatives in bulk, a chunk of steps at a time).
+where the first layer's input is a character embedding, looks its input part up in a table (LSTMLayer) in
+place of three of those big products; and does each step's pointwise work in one compiled pass
+(lstm_steps.c, built by nn/native.py), or, where it cannot be built, as PyTorch operations (the backward's
+derivatives in bulk, a chunk of steps at a time).
 Compiled, on an Intel Xeon with AMX it trains the tutorial's model 1.4x as fast as with the PyTorch steps;
 the choice against the fused kernel is measured per run (`speedup_over_fused`).
 """
@@ -89,6 +91,8 @@ class LSTMLayer(torch.autograd.Function):
         native: Compiled | None,
         embedding: Tensor | None = None,
     ):
+        if embedding is not None and native is None:
+            raise ValueError("the input table needs the compiled steps")
         steps, batch = x.shape[:2]
         hidden = w_hh.shape[1]
         if embedding is None:
@@ -143,7 +147,7 @@ class LSTMLayer(torch.autograd.Function):
         else:
             # The bias's gradient, or with an embedding the input table's: a block per thread (lstm_steps.c).
             rows = 1 if embedding is None else embedding.shape[0]
-            sums = torch.zeros(torch.get_num_threads(), rows, 4 * hidden)
+            sums = ctx.pool.take((torch.get_num_threads(), rows, 4 * hidden)).zero_()
             dh_next, dc, c_first = dh_next.contiguous(), dc.contiguous().clone(), c0.float().contiguous()
             for t in range(steps - 1, -1, -1):
                 c_before = cells[t - 1] if t else c_first
@@ -153,6 +157,7 @@ class LSTMLayer(torch.autograd.Function):
                 dh_next = recurrent(dz[t].view(batch, 4 * hidden))
             d_table = sums.sum(0)
             d_bias = d_table.sum(0)
+            ctx.pool.give(sums)
         dz_flat = dz.view(steps * batch, 4 * hidden)
         d_embedding = None
         if embedding is not None:
@@ -254,10 +259,13 @@ def lstm(
     pool = pool or BufferPool()
     bf16 = all(w.dtype == torch.bfloat16 for w in [*weights, x if embedding is None else embedding])
     native = compiled()[0] if compiled_steps and bf16 else None
-    if embedding is not None and (native is None or embedding.shape[0] * _TABLE_SHARE > x.numel()):
+    if embedding is not None and (native is None or not takes_table(embedding.shape[0], x.numel())):
         x, embedding = F.embedding(x, embedding), None
-    elif embedding is not None and not 0 <= int(x.min()) <= int(x.max()) < embedding.shape[0]:
-        raise IndexError(f"ids out of range for an embedding of {embedding.shape[0]} rows")  # as F.embedding
+    elif embedding is not None:
+        # as F.embedding refuses them: the compiled steps would read past the table
+        if not 0 <= int(x.min()) <= int(x.max()) < embedding.shape[0]:
+            raise IndexError(f"ids out of range for an embedding of {embedding.shape[0]} rows")
+        x = x.long()  # the compiled steps read int64
     h0, c0 = state
     layers = len(weights) // 4
     seq = x.transpose(0, 1).contiguous()
@@ -274,8 +282,25 @@ def lstm(
 
 
 # The input table (LSTMLayer) is taken where the vocabulary is at most this share of a batch's characters:
-# it then costs a small part of the products it replaces, and its per-thread gradient sums little memory.
+# it then costs a small part of the products it replaces.
 _TABLE_SHARE = 16
+
+
+def takes_table(vocab: int, chars: int) -> bool:
+    """Whether `lstm` looks its first layer's input part up in a table for a batch of `chars` ids into an
+    embedding of `vocab` rows: where that is cheap, and the table's gradient, fp32 and a copy per thread,
+    is at most the size of the gates' gradient it is summed from (bf16, a row per character)."""
+    return vocab <= _table_rows(chars)
+
+
+def _table_rows(chars: int) -> int:
+    return chars // max(_TABLE_SHARE, 2 * torch.get_num_threads())
+
+
+def trial_vocab(vocab: int, batch: int, steps: int, trial_steps: int) -> int:
+    """For a trial of the layer over fewer steps than a run's (a timing, a gradient check): a vocabulary
+    that the trial's table takes where the run's table takes `vocab`, else 0 (the trial looks rows up)."""
+    return min(vocab, _table_rows(batch * trial_steps)) if takes_table(vocab, batch * steps) else 0
 
 
 def random_weights(
@@ -312,6 +337,7 @@ def speedup_over_fused(
     (It depends on the sizes and on whether the steps are compiled: with PyTorch steps this layer won at
     hidden 1024 and batch 64 on AVX-512 CPUs and lost at 512 and below, where the Python loop's per-step cost
     outweighs the faster products; compiled, on AMX it wins at 1024 and at 2 x 512, batch 128, too.)"""
+    vocab = trial_vocab(vocab, batch, steps, min(steps, 50)) if vocab else 0
     steps = min(steps, 50)
     gen = torch.Generator().manual_seed(0)
     weights = [w.bfloat16().requires_grad_() for w in random_weights(input_size, hidden, layers, gen)]

@@ -35,10 +35,15 @@ def random_weights(
     return weights
 
 
-def _run(cell: str, kernel: str, x: Tensor, weights: list[Tensor], layers: int) -> Tensor:
-    zeros = torch.zeros(layers, x.shape[0], weights[1].shape[1], dtype=x.dtype)
+def _run(
+    cell: str, kernel: str, x: Tensor, weights: list[Tensor], layers: int, embedding: Tensor | None
+) -> Tensor:
+    """The outputs; where `embedding` is given, x is ids into it."""
+    zeros = torch.zeros(layers, x.shape[0], weights[1].shape[1], dtype=weights[1].dtype)
     if kernel == "charnn-bf16":
-        return cpu_lstm.lstm(x, (zeros, zeros), weights, 0.0, True)[0]
+        return cpu_lstm.lstm(x, (zeros, zeros), weights, 0.0, True, embedding=embedding)[0]
+    if embedding is not None:
+        x = torch.nn.functional.embedding(x, embedding)
     if cell == "lstm":
         return torch.lstm(x, (zeros, zeros), weights, True, layers, 0.0, True, False, True)[0]
     fused = torch.gru if cell == "gru" else torch.rnn_tanh
@@ -46,20 +51,37 @@ def _run(cell: str, kernel: str, x: Tensor, weights: list[Tensor], layers: int) 
 
 
 def gradient_error(
-    cell: str, kernel: str, input_size: int, hidden: int, layers: int, batch: int, steps: int
+    cell: str,
+    kernel: str,
+    input_size: int,
+    hidden: int,
+    layers: int,
+    batch: int,
+    steps: int,
+    vocab: int = 0,
 ) -> float:
     """The largest relative error (L2 norm) of any weight's gradient, and of the input's, when `kernel` runs
     forward and backward in bf16, against PyTorch's fused kernel in fp32: random weights as a fresh model's,
-    random inputs and output gradients, seeded, over at most MAX_STEPS steps."""
+    random inputs and output gradients, seeded, over at most MAX_STEPS steps. Where `vocab` is given, the
+    input is ids into an embedding of that many rows, as a model's first layer takes them (charnn's layer
+    may then take its input table, cpu_lstm.LSTMLayer), and the embedding's gradient counts as the input's."""
     if kernel not in KERNELS[cell]:
         raise ValueError(f"no kernel {kernel!r} for a {cell}")
     gen = torch.Generator().manual_seed(0)
     weights = random_weights(cell, input_size, hidden, layers, gen)
-    x = torch.randn(batch, min(steps, MAX_STEPS), input_size, generator=gen)
-    grad = torch.randn(batch, x.shape[1], hidden, generator=gen)
+    length = min(steps, MAX_STEPS)
+    vocab = cpu_lstm.trial_vocab(vocab, batch, steps, length) if vocab else 0
+    # the input, or where ids are the input, the embedding
+    x = torch.randn(*((vocab,) if vocab else (batch, length)), input_size, generator=gen)
+    ids = torch.randint(0, vocab, (batch, length), generator=gen) if vocab else None
+    grad = torch.randn(batch, length, hidden, generator=gen)
     grads = []
     for dtype, name in ((torch.float32, "pytorch"), (torch.bfloat16, kernel)):
         leaves = [t.detach().to(dtype).requires_grad_() for t in (x, *weights)]
-        _run(cell, name, leaves[0], leaves[1:], layers).backward(grad.to(dtype))
+        if ids is None:
+            out = _run(cell, name, leaves[0], leaves[1:], layers, None)
+        else:
+            out = _run(cell, name, ids, leaves[1:], layers, leaves[0])
+        out.backward(grad.to(dtype))
         grads.append([t.grad.float() for t in leaves])
     return max(float((g - e).norm() / e.norm()) for g, e in zip(grads[1], grads[0], strict=True))

@@ -189,7 +189,7 @@ class CharRNN(nn.Module):
         p = self.config.io_dropout
         if p and self.training:
             out, state = self.rnn(drop(self.embedding(x), p, True), state)
-        else:
+        else:  # the layers look the rows up, or fold them into their input (so `embedding` runs no hooks)
             out, state = self.rnn(x, state, embedding=self.embedding.weight)
         out = drop(out, p, self.training)
         time_major = out.transpose(0, 1)

@@ -36,6 +36,8 @@ class Sizes:
 
 def _key(kernel: str, s: Sizes) -> str:
     sizes = f"{s.input_size}-{s.hidden}x{s.layers}-b{s.batch}-t{min(s.steps, grad_check.MAX_STEPS)}"
+    if s.vocab:
+        sizes += f"-v{cpu_lstm.trial_vocab(s.vocab, s.batch, s.steps, grad_check.MAX_STEPS)}"
     return f"{cpu_info()[0]} | torch {torch.__version__} | lstm {kernel} | {sizes}"
 
 
@@ -49,7 +51,7 @@ def gradient_error(kernel: str, s: Sizes) -> float:
     key = _key(kernel, s)
     if not isinstance(known.get(key), float):
         known[key] = grad_check.gradient_error(
-            "lstm", kernel, s.input_size, s.hidden, s.layers, s.batch, s.steps
+            "lstm", kernel, s.input_size, s.hidden, s.layers, s.batch, s.steps, s.vocab
         )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
