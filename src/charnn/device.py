@@ -19,20 +19,27 @@ _HEAP_BLOCKS_UP_TO = 32 * 1024 * 1024
 
 
 @functools.cache
-def cpu_info() -> tuple[str, frozenset[str]]:
-    """The CPU's model name and its feature flags (empty where /proc/cpuinfo does not exist)."""
-    name, flags = platform.processor() or platform.machine(), frozenset()
+def _cpuinfo_fields() -> dict[str, str] | None:
+    """Each field of /proc/cpuinfo as it first appears (the first CPU's), or None where there is none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return name, flags
+        return None
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
-            name = value.strip()
-        elif key.strip() in ("flags", "Features") and not flags:
-            flags = frozenset(value.split())
-    return name, flags
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+@functools.cache
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and its feature flags (empty where /proc/cpuinfo does not exist)."""
+    name, fields = platform.processor() or platform.machine(), _cpuinfo_fields()
+    if fields is None:
+        return name, frozenset()
+    flags = fields.get("flags") or fields.get("Features") or ""
+    return fields.get("model name") or name, frozenset(flags.split())
 
 
 def cpu_kind() -> str:
@@ -49,13 +56,10 @@ def cpu_model() -> str:
     """The CPU's family, model and stepping numbers as /proc/cpuinfo gives them, e.g. "6/207/2" (an Intel
     Xeon of one generation: the model name alone may not say which); "?" for each it lacks (ARM's
     /proc/cpuinfo has other fields), "" without /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    fields = _cpuinfo_fields()
+    if fields is None:
         return ""
-    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping")) if fields else ""
+    return "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
 
 
 def describe_cpu() -> dict:
