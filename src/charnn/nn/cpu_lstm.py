@@ -337,7 +337,7 @@ def speedup_over_fused(
     (It depends on the sizes and on whether the steps are compiled: with PyTorch steps this layer won at
     hidden 1024 and batch 64 on AVX-512 CPUs and lost at 512 and below, where the Python loop's per-step cost
     outweighs the faster products; compiled, on AMX it wins at 1024 and at 2 x 512, batch 128, too.)"""
-    vocab = trial_vocab(vocab, batch, steps, min(steps, 50)) if vocab else 0
+    vocab = trial_vocab(vocab, batch, steps, min(steps, 50))
     steps = min(steps, 50)
     gen = torch.Generator().manual_seed(0)
     weights = [w.bfloat16().requires_grad_() for w in random_weights(input_size, hidden, layers, gen)]

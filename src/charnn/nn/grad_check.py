@@ -70,7 +70,7 @@ def gradient_error(
     gen = torch.Generator().manual_seed(0)
     weights = random_weights(cell, input_size, hidden, layers, gen)
     length = min(steps, MAX_STEPS)
-    vocab = cpu_lstm.trial_vocab(vocab, batch, steps, length) if vocab else 0
+    vocab = cpu_lstm.trial_vocab(vocab, batch, steps, length)
     # the input, or where ids are the input, the embedding
     x = torch.randn(*((vocab,) if vocab else (batch, length)), input_size, generator=gen)
     ids = torch.randint(0, vocab, (batch, length), generator=gen) if vocab else None
