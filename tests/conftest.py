@@ -86,6 +86,20 @@ class FakeClock:
         return self.now
 
 
+@contextmanager
+def busy_cores() -> Iterator[None]:
+    """Other programs busy on every core, and one more, for as long as the block runs."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    spinners = [subprocess.Popen(spin) for _ in range((os.cpu_count() or 1) + 1)]
+    try:
+        time.sleep(0.2)  # let them start
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
 def run_cli(
     *args: str,
     cwd: Path | None = None,

@@ -6,6 +6,7 @@ import ctypes
 import functools
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -74,6 +75,42 @@ def describe_cpu() -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def cpu_wait_s() -> float | None:
+    """Seconds this process's threads have spent ready to run but waiting for a core (taken by other
+    programs, or by more threads than cores), summed over its threads now alive, from Linux's
+    /proc/self/task/*/schedstat; None where the system does not keep it."""
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return None
+    waited = 0
+    for task in tasks:
+        try:
+            waited += int((task / "schedstat").read_text().split()[1])
+        except FileNotFoundError:
+            continue  # a thread that has ended since
+        except (OSError, ValueError, IndexError):
+            return None
+    return waited / 1e9
+
+
+class CoreWait:
+    """The share of its threads' time this process spent waiting for a core since the last `restart`: about 0
+    with nothing else running, 0.5 where another program as busy as it shares its cores."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self._since = time.perf_counter(), cpu_wait_s()
+
+    def share(self) -> float | None:
+        (start, waited), now, waited_now = self._since, time.perf_counter(), cpu_wait_s()
+        if waited is None or waited_now is None or now <= start:
+            return None
+        return (waited_now - waited) / ((now - start) * torch.get_num_threads())
 
 
 def memory_bytes() -> int | None:

@@ -9,6 +9,7 @@ from charnn.fileio import cache_root
 from charnn.nn import grad_check, native
 from charnn.training import kernels
 from charnn.training.distributed import Ranks
+from conftest import busy_cores
 
 SIZES = kernels.Sizes(16, 32, 1, 4, 12)
 
@@ -92,3 +93,12 @@ def test_without_a_c_compiler_the_kernel_line_says_the_layer_runs_slower(no_comp
     assert note.endswith(
         "(its time steps run as PyTorch operations, slower: no C compiler found (cc, gcc or clang))"
     )
+
+
+def test_a_timing_taken_while_other_programs_hold_the_cores_says_so():
+    record(pytorch=0.004, **{"charnn-bf16": 0.005})
+    with busy_cores():
+        kernel, note = kernels.settle(None, "auto", SIZES, Ranks())
+    assert kernel in note
+    assert "the timing waited for a core" in note, note
+    assert "--lstm-kernel sets one" in note

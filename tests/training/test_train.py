@@ -1,5 +1,7 @@
 import json
 import math
+import os
+import time
 from dataclasses import fields
 
 import pytest
@@ -8,11 +10,11 @@ from safetensors.torch import load_file
 
 import charnn
 from charnn.config import TrainConfig, parse_duration
-from charnn.device import cpu_kind
+from charnn.device import CoreWait, cpu_kind
 from charnn.errors import ConfigError, DataError, RunDirError
 from charnn.presets import settings_for
 from charnn.training.schedule import lr_at
-from conftest import TINY, FakeClock
+from conftest import TINY, FakeClock, busy_cores
 
 
 def weights(run):
@@ -274,3 +276,25 @@ def test_a_run_saved_before_the_lstm_kernel_setting_resumes_with_its_kernel(tmp_
     charnn.train(tmp_path / "run", resume=True, max_steps=6, quiet=True)
     resumed = json.loads((tmp_path / "run/checkpoints/step-000000006/state.json").read_text())
     assert resumed["lstm_kernel"] == "charnn-bf16"
+
+
+def test_a_run_says_once_when_other_programs_hold_the_cores(tmp_path, corpus_file, capsys):
+    settings = {**TINY, "hidden": 128, "log_every": 25, "max_steps": 100, "eval_every": 0}
+    with busy_cores():
+        charnn.train(tmp_path / "run", data=str(corpus_file), **settings)
+    out = capsys.readouterr().out
+    assert out.count("this run waited for a core") == 1, out
+    assert "other programs are busy on this machine" in out
+
+
+def test_the_wait_for_a_core_is_measured_where_linux_keeps_it():
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("this system has no /proc/self/task to read the wait from")
+    waiting = CoreWait()
+    with busy_cores():
+        waiting.restart()
+        end = time.perf_counter() + 0.5
+        while time.perf_counter() < end:
+            pass
+        share = waiting.share()
+    assert share is not None and share > 0.1, share

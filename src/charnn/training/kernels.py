@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from charnn.device import cpu_info
+from charnn.device import CoreWait, cpu_info
 from charnn.errors import TrainingError
 from charnn.fileio import cache_root, write_json
 from charnn.nn import cpu_lstm, grad_check, native
@@ -21,6 +21,7 @@ from charnn.training import distributed
 from charnn.training.distributed import Ranks
 
 KERNEL_MARGIN = 1.05  # charnn's layer is taken only where it measured this much faster (timing noise)
+BUSY_TIMING = 0.1  # the share of the timing spent waiting for a core above which the line says so
 CHECKS_FILE = "gradient_checks.json"
 
 
@@ -98,13 +99,25 @@ def settle(kept: str | None, setting: str, sizes: Sizes, ranks: Ranks) -> tuple[
         reason = "; ".join(_failing(k, errors[k]) for k in errors if not passes[k])
         only = good[0]
         return only, f"bf16 LSTM on CPU: {reason}; training with --lstm-kernel {only}{_uncompiled(only)}"
+    waiting = CoreWait()
     speedup = cpu_lstm.speedup_over_fused(
         sizes.input_size, sizes.hidden, sizes.layers, sizes.batch, sizes.steps, sizes.vocab
     )
+    busy = waiting.share() or 0.0
     faster = distributed.agree(float(speedup >= KERNEL_MARGIN), ranks)
     kernel = "charnn-bf16" if faster else "pytorch"
     return kernel, (
         f"bf16 LSTM on CPU: charnn's layer runs at {speedup:.2f}x the speed of PyTorch's fused kernel at "
         f"these sizes (both pass the gradient check); training with --lstm-kernel {kernel}"
-        f"{_uncompiled(kernel)}"
+        f"{_uncompiled(kernel)}{_busy(busy)}"
+    )
+
+
+def _busy(share: float) -> str:
+    """What to add to the kernel's line where other programs had the cores during its timing."""
+    if share < BUSY_TIMING:
+        return ""
+    return (
+        f"; the timing waited for a core {share:.0%} of the time (other programs are busy here), so on a "
+        "quiet machine the choice may differ (--lstm-kernel sets one)"
     )
