@@ -88,13 +88,20 @@ class FakeClock:
 
 @contextmanager
 def busy_cores() -> Iterator[None]:
-    """Other programs busy on every core, and one more, for as long as the block runs."""
-    spin = [sys.executable, "-c", "while True: pass"]
-    spinners = [subprocess.Popen(spin) for _ in range((os.cpu_count() or 1) + 1)]
+    """For as long as the block runs, the calling thread shares one core with two other programs that keep
+    it busy (which end themselves after a minute, should this process die first)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("this system cannot pin a process to a core")
+    spin = [sys.executable, "-c", "import time\nend = time.time() + 60\nwhile time.time() < end: pass"]
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})  # this thread, and the programs it starts
+    spinners = []
     try:
+        spinners = [subprocess.Popen(spin) for _ in range(2)]
         time.sleep(0.2)  # let them start
         yield
     finally:
+        os.sched_setaffinity(0, cores)
         for spinner in spinners:
             spinner.kill()
             spinner.wait()

@@ -6,7 +6,6 @@ import ctypes
 import functools
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -77,40 +76,41 @@ def describe_cpu() -> dict:
     }
 
 
-def cpu_wait_s() -> float | None:
-    """Seconds this process's threads have spent ready to run but waiting for a core (taken by other
-    programs, or by more threads than cores), summed over its threads now alive, from Linux's
-    /proc/self/task/*/schedstat; None where the system does not keep it."""
+def cpu_times_s() -> tuple[float, float] | None:
+    """Seconds this process's threads now alive have spent on a core, and ready to run but waiting for one
+    (taken by other programs, or by more threads than the cores it may use), from Linux's
+    /proc/self/task/*/schedstat; None where the system does not keep them."""
     try:
         tasks = list(Path("/proc/self/task").iterdir())
     except OSError:
         return None
-    waited = 0
+    ran = waited = 0
     for task in tasks:
         try:
-            waited += int((task / "schedstat").read_text().split()[1])
+            on_core, waiting = (task / "schedstat").read_text().split()[:2]
         except FileNotFoundError:
             continue  # a thread that has ended since
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             return None
-    return waited / 1e9
+        ran, waited = ran + int(on_core), waited + int(waiting)
+    return (ran / 1e9, waited / 1e9) if ran else None
 
 
 class CoreWait:
-    """The share of its threads' time this process spent waiting for a core since the last `restart`: about 0
-    with nothing else running, 0.5 where another program as busy as it shares its cores."""
+    """The share of the time this process's threads had work that they spent waiting for a core, since the
+    last `take`: about 0 with nothing else running, 0.5 where another program as busy as it shares its
+    cores. None where the system does not say."""
 
     def __init__(self) -> None:
-        self.restart()
+        self._since = cpu_times_s()
 
-    def restart(self) -> None:
-        self._since = time.perf_counter(), cpu_wait_s()
-
-    def share(self) -> float | None:
-        (start, waited), now, waited_now = self._since, time.perf_counter(), cpu_wait_s()
-        if waited is None or waited_now is None or now <= start:
+    def take(self) -> float | None:
+        before, now = self._since, cpu_times_s()
+        self._since = now
+        if before is None or now is None:
             return None
-        return (waited_now - waited) / ((now - start) * torch.get_num_threads())
+        ran, waited = now[0] - before[0], now[1] - before[1]
+        return waited / (ran + waited) if ran + waited > 0 else None
 
 
 def memory_bytes() -> int | None:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from charnn.device import cpu_times_s
 from charnn.errors import TrainingError
 from charnn.fileio import cache_root
 from charnn.nn import grad_check, native
@@ -95,10 +96,10 @@ def test_without_a_c_compiler_the_kernel_line_says_the_layer_runs_slower(no_comp
     )
 
 
+@pytest.mark.skipif(cpu_times_s() is None, reason="this system does not say how long threads wait for a core")
 def test_a_timing_taken_while_other_programs_hold_the_cores_says_so():
     record(pytorch=0.004, **{"charnn-bf16": 0.005})
     with busy_cores():
-        kernel, note = kernels.settle(None, "auto", SIZES, Ranks())
-    assert kernel in note
+        note = kernels.settle(None, "auto", SIZES, Ranks())[1]
     assert "the timing waited for a core" in note, note
     assert "--lstm-kernel sets one" in note

@@ -21,7 +21,7 @@ from charnn.training import distributed
 from charnn.training.distributed import Ranks
 
 KERNEL_MARGIN = 1.05  # charnn's layer is taken only where it measured this much faster (timing noise)
-BUSY_TIMING = 0.1  # the share of the timing spent waiting for a core above which the line says so
+BUSY_TIMING = 0.1  # the share of the timing spent waiting for a core from which the line says so
 CHECKS_FILE = "gradient_checks.json"
 
 
@@ -99,11 +99,12 @@ def settle(kept: str | None, setting: str, sizes: Sizes, ranks: Ranks) -> tuple[
         reason = "; ".join(_failing(k, errors[k]) for k in errors if not passes[k])
         only = good[0]
         return only, f"bf16 LSTM on CPU: {reason}; training with --lstm-kernel {only}{_uncompiled(only)}"
+    native.compiled()  # built (once a process) before the timing, whose wait for the cores is measured
     waiting = CoreWait()
     speedup = cpu_lstm.speedup_over_fused(
         sizes.input_size, sizes.hidden, sizes.layers, sizes.batch, sizes.steps, sizes.vocab
     )
-    busy = waiting.share() or 0.0
+    busy = waiting.take() or 0.0
     faster = distributed.agree(float(speedup >= KERNEL_MARGIN), ranks)
     kernel = "charnn-bf16" if faster else "pytorch"
     return kernel, (
@@ -118,6 +119,6 @@ def _busy(share: float) -> str:
     if share < BUSY_TIMING:
         return ""
     return (
-        f"; the timing waited for a core {share:.0%} of the time (other programs are busy here), so on a "
-        "quiet machine the choice may differ (--lstm-kernel sets one)"
+        f"; the timing waited for a core {share:.0%} of the time (other programs are busy here, or more "
+        "threads than cores), so on a quiet machine the choice may differ (--lstm-kernel sets one)"
     )

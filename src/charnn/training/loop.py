@@ -31,7 +31,6 @@ from charnn.training.schedule import lr_at
 from charnn.training.signals import StopSignals
 from charnn.training.step import NonFiniteLoss, TrainStep
 
-BUSY_TRAINING = 0.2  # the share of a log interval spent waiting for a core above which a note says so
 PROBE_STEPS = 10  # a time budget's schedule is sized from the speed of the first steps (and again later)
 
 
@@ -91,7 +90,7 @@ class Loop:
         self.copy_probe = CopyProbe(corpus, train_ids, cfg.seed)
         self.has_model = False  # model/ written by this run; the same answer on every rank
         self._plot_note_shown = False
-        self._core_wait: CoreWait | None = None  # how long the steps wait for a core, per log interval
+        self._core_wait = CoreWait()  # how long the steps wait for a core, per log interval
         self.init_from: dict | None = None  # the model a --init-from run started from, as recorded
 
     @classmethod
@@ -264,7 +263,7 @@ class Loop:
         if note:
             self.reporter.line(note)
         self.reporter.start(self.step_limit or 0, p.step)
-        self._core_wait = CoreWait()
+        self._core_wait.take()
         window_losses: list[float] = []
         window_time, epoch_start, epoch_losses = 0.0, self.clock(), []
         evaluated_at = saved_at = p.step
@@ -330,21 +329,8 @@ class Loop:
         )
         if self.ranks.is_main:
             self._record(loss=mean, lr=lr, grad_norm=grad_norm, chars_per_s=chars_per_s)
-        self._note_busy_cores(len(losses))
-
-    def _note_busy_cores(self, steps: int) -> None:
-        """Say once a run where it spent much of its last log interval waiting for a core: other programs are
-        busy on this machine, and the speed shown is not what it would be alone."""
-        if self._core_wait is None:
-            return
-        share = self._core_wait.share()
-        self._core_wait.restart()
-        if share is not None and share >= BUSY_TRAINING:
-            self._core_wait = None
-            self.reporter.line(
-                f"note: over the last {steps} steps this run waited for a core {share:.0%} of the time: "
-                "other programs are busy on this machine, so it trains slower than it would alone"
-            )
+        busy = distributed.agree(self._core_wait.take() or 0.0, self.ranks)  # the busiest rank's
+        self.reporter.busy_cores(busy, len(losses))
 
     def _result(self, reason: str) -> TrainResult:
         p = self.progress

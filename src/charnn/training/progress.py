@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+BUSY = 0.2  # the share of a log interval's time spent waiting for a core from which a note says so
+
 if TYPE_CHECKING:
     from charnn.evaluation import LossReport
 
@@ -17,6 +19,7 @@ class Reporter:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self._bar: tqdm | None = None
+        self._busy_said = False
 
     def start(self, total: int, initial: int) -> None:
         if self.quiet:
@@ -52,6 +55,18 @@ class Reporter:
             sys.stdout.flush()
         else:
             print(text, flush=True)
+
+    def busy_cores(self, share: float | None, steps: int) -> None:
+        """Say, once, where the last `steps` spent `share` of their time waiting for a core: the speed shown
+        is then not what this machine does alone."""
+        if share is None or share < BUSY or self._busy_said:
+            return
+        self._busy_said = True
+        self.line(
+            f"note: over the last {steps} steps this run waited for a core {share:.0%} of the time: other "
+            "programs are busy on this machine (or it runs more threads than cores), so it trains slower "
+            "than it would alone"
+        )
 
     def epoch_end(self, epoch: int, losses: list[float], val: LossReport | None, seconds: float) -> None:
         """The tutorial's end-of-epoch lines, with the validation loss."""
