@@ -18,9 +18,9 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from charnn.nn import lookup
 from charnn.nn.dropout import dropout as drop
 from charnn.nn.native import Compiled, compiled
 
@@ -260,7 +260,7 @@ def lstm(
     bf16 = all(w.dtype == torch.bfloat16 for w in [*weights, x if embedding is None else embedding])
     native = compiled()[0] if compiled_steps and bf16 else None
     if embedding is not None and (native is None or not takes_table(embedding.shape[0], x.numel())):
-        x, embedding = F.embedding(x, embedding), None
+        x, embedding = lookup.rows(x, embedding), None
     elif embedding is not None:
         # as F.embedding refuses them: the compiled steps would read past the table
         if not 0 <= int(x.min()) <= int(x.max()) < embedding.shape[0]:
@@ -351,7 +351,7 @@ def speedup_over_fused(
     pool = BufferPool()
 
     def inputs() -> Tensor:
-        return x if embedding is None else F.embedding(ids, embedding)
+        return x if embedding is None else lookup.rows(ids, embedding)
 
     runs = {
         "fused": lambda: torch.lstm(inputs(), state, weights, True, layers, 0.0, True, False, True)[0],

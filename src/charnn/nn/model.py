@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from charnn.config import ModelConfig
+from charnn.nn import lookup
 from charnn.nn.dropout import dropout as drop
 
 State = tuple[Tensor, ...]
@@ -131,7 +131,7 @@ class Recurrent(nn.Module):
         if self.training_layers is not None and torch.is_grad_enabled():
             return self.training_layers(x, hx, weights, dropout, self.training, embedding=embedding)
         if embedding is not None:
-            x = F.embedding(x, embedding)
+            x = lookup.rows(x, embedding)
         if dropout and self.training and x.device.type == "cpu":
             return self._layer_by_layer(x, hx, weights, dropout)
         out, *new_state = self.kind.kernel(
@@ -188,8 +188,8 @@ class CharRNN(nn.Module):
             state = self.init_state(x.shape[0])
         p = self.config.io_dropout
         if p and self.training:
-            out, state = self.rnn(drop(self.embedding(x), p, True), state)
-        else:  # the layers look the rows up, or fold them into their input (so `embedding` runs no hooks)
+            out, state = self.rnn(drop(lookup.rows(x, self.embedding.weight), p, True), state)
+        else:  # the layers look the rows up, or fold them into their input
             out, state = self.rnn(x, state, embedding=self.embedding.weight)
         out = drop(out, p, self.training)
         time_major = out.transpose(0, 1)

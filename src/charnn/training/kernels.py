@@ -39,7 +39,8 @@ def _key(kernel: str, s: Sizes) -> str:
     sizes = f"{s.input_size}-{s.hidden}x{s.layers}-b{s.batch}-t{min(s.steps, grad_check.MAX_STEPS)}"
     if s.vocab:
         sizes += f"-v{cpu_lstm.trial_vocab(s.vocab, s.batch, s.steps, grad_check.MAX_STEPS)}"
-    return f"{cpu_info()[0]} | torch {torch.__version__} | lstm {kernel} | {sizes}"
+    check = f"torch {torch.__version__} | check {grad_check.VERSION}"
+    return f"{cpu_info()[0]} | {check} | lstm {kernel} | {sizes}"
 
 
 def gradient_error(kernel: str, s: Sizes) -> float:
