@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from charnn.bench import (
+    executed_step_flops,
     format_report,
     gemm_gflops,
     generation_speed,
@@ -15,9 +16,11 @@ from charnn.bench import (
     train_speed,
     watch_memory,
 )
-from charnn.config import ModelConfig
+from charnn.config import ModelConfig, TrainConfig
 from charnn.device import describe_cpu
+from charnn.nn import native
 from charnn.nn.model import CharRNN
+from charnn.training.step import TrainStep
 
 TOY = ModelConfig(vocab_size=65, hidden=32, embedding=16)
 
@@ -25,6 +28,21 @@ TOY = ModelConfig(vocab_size=65, hidden=32, embedding=16)
 def test_flop_count_of_the_tutorials_step():
     forward = 2 * 64 * 100 * ((256 + 1024) * 4096 + 1024 * 65)
     assert lstm_step_flops(1024, 256, 65, 64, 100) == 3 * forward
+
+
+@pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: charnn's layer takes no table")
+def test_the_executed_count_leaves_out_what_the_input_table_saves():
+    nominal = lstm_step_flops(32, 16, 10, 8, 64)
+    saved = 3 * 2 * (8 * 64 - 10) * 16 * 4 * 32  # three products of the batch's chars, less the table's three
+    for io_dropout, kernel, expected in [
+        (0.0, "charnn-bf16", nominal - saved),
+        (0.0, "pytorch", nominal),
+        (0.1, "charnn-bf16", nominal),  # the inputs drop out: rows looked up
+    ]:
+        model = ModelConfig(vocab_size=10, hidden=32, embedding=16, io_dropout=io_dropout)
+        step = TrainStep(model, TrainConfig(precision="bf16"), torch.device("cpu"))
+        step.lstm_kernel = kernel
+        assert executed_step_flops(step, 8, 64) == expected, (io_dropout, kernel)
 
 
 def test_measurements_at_toy_size_and_the_report():
@@ -40,6 +58,7 @@ def test_measurements_at_toy_size_and_the_report():
         "train": {"fp32": speed},
         "train_auto": "fp32",
         "train_fraction_of_gemm_peak": 0.5,
+        "train_fraction_of_gemm_peak_executed": 0.4,
         "generate": rates,
         "generate_64": {w: generation_speed(model, w, 5, samples=64) for w in rates},
         "generate_best": "int8",
@@ -49,6 +68,7 @@ def test_measurements_at_toy_size_and_the_report():
     }
     report = format_report(result)
     assert "train fp32:" in report and "generate batch 1, int8 weights" in report
+    assert "50% of GEMM peak (40% by the arithmetic it executes)" in report
     assert f"family/model/stepping {result['cpu_model'] or '?'};" in report
 
 
