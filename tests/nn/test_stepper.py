@@ -10,6 +10,7 @@ import charnn.nn.stepper
 from charnn.config import ModelConfig, SamplingConfig
 from charnn.errors import ConfigError
 from charnn.evaluation import loss_carried
+from charnn.nn import native
 from charnn.nn.model import CharRNN
 from charnn.nn.stepper import StepModel, choose_weights
 from charnn.sampling import sample
@@ -49,6 +50,24 @@ def test_reduced_precision_weights_stay_close(cell, weights):
     diff = max_diff(random_model(cell, 2), weights)
     print(f"{weights} step vs fused fp32, {cell} x2: max abs diff {diff:.2e}")
     assert diff < {"lstm": 0.05, "gru": 0.05, "rnn": 0.5}[cell]  # a random tanh RNN amplifies rounding most
+
+
+@pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: steps as PyTorch operations")
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bf16_lstm_steps_compiled_give_the_pytorch_steps_numbers(layers):
+    model = random_model("lstm", layers)
+    compiled, plain = StepModel(model, "bf16"), StepModel(model, "bf16")
+    assert compiled.native is not None
+    plain.native = None
+    flat = [w.detach().float() for w in model.rnn.flat_weights()]
+    plain.recurrent_mm = [charnn.nn.stepper._matmul(flat[4 * k + 1], "bf16") for k in range(layers)]
+    x = torch.randint(0, 23, (64, 30), generator=torch.Generator().manual_seed(0))
+    (out, state), (ref, ref_state) = compiled(x), plain(x)
+    for a, b in zip([out, *state], [ref, *ref_state], strict=True):
+        # the same arithmetic but for the activations' last bits, which move the state's bf16 rounding
+        assert float((a - b).norm() / b.norm()) < 1e-3
+    with pytest.raises(IndexError):
+        compiled.step(torch.tensor([23]), compiled.init_state(1))
 
 
 def test_seeded_sample_is_the_same_on_the_fast_and_reference_paths():

@@ -1,4 +1,5 @@
-/* One time step of charnn's bf16 LSTM layer on a CPU (nn/cpu_lstm.py), its pointwise work in one pass.
+/* One time step of charnn's bf16 LSTM layer on a CPU (nn/cpu_lstm.py), its pointwise work in one pass; and
+   one step of generation with bf16 weights (nn/stepper.py), likewise.
 
    The matrix products stay in PyTorch; between two of them the layer's Python loop ran ten to twenty small
    tensor operations a step, each reading and writing the step's gates again. Here each step is one loop over
@@ -127,6 +128,34 @@ void lstm_backward_step(int64_t batch, int64_t hidden, const float *restrict gat
                 sum_o[j] += from_bf16(zo);
                 dc[row + j] = d_cell * f;
             }
+        }
+    }
+}
+
+/* One step of an LSTM layer for generation (nn/stepper.py), fp32: the gates' pre-activations are the input
+   part (x_part, fp32 with the biases in: row ids[b] of a table where ids is given, else row b) plus the
+   recurrent part (bf16, batch x 4 hidden); writes the new cell c (fp32) from c_prev, and the output h (fp32),
+   both batch x hidden. */
+void lstm_generate_step(int64_t batch, int64_t hidden, const float *restrict x_part,
+                        const int64_t *restrict ids, const uint16_t *restrict recurrent,
+                        const float *restrict c_prev, float *restrict c, float *restrict h, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (batch > 1)
+    for (int64_t b = 0; b < batch; b++) {
+        const float *restrict xi = x_part + (ids ? ids[b] : b) * 4 * hidden, *restrict xf = xi + hidden;
+        const float *restrict xg = xf + hidden, *restrict xo = xg + hidden;
+        const uint16_t *restrict ri = recurrent + b * 4 * hidden, *restrict rf = ri + hidden;
+        const uint16_t *restrict rg = rf + hidden, *restrict ro = rg + hidden;
+        const float *restrict cp = c_prev + b * hidden;
+        float *restrict cl = c + b * hidden, *restrict hb = h + b * hidden;
+#pragma omp simd
+        for (int64_t j = 0; j < hidden; j++) {
+            float i = sigmoid(xi[j] + from_bf16(ri[j]));
+            float f = sigmoid(xf[j] + from_bf16(rf[j]));
+            float g = tanh_(xg[j] + from_bf16(rg[j]));
+            float o = sigmoid(xo[j] + from_bf16(ro[j]));
+            float cell = i * g + f * cp[j];
+            cl[j] = cell;
+            hb[j] = o * tanh_(cell);
         }
     }
 }

@@ -1,4 +1,5 @@
-"""charnn's compiled CPU code: the LSTM layer's time steps (lstm_steps.c), dropout (dropout.c) and a
+"""charnn's compiled CPU code: the LSTM layer's time steps, in training and in bf16 generation
+(lstm_steps.c), dropout (dropout.c) and a
 transpose of 16-bit matrices (transpose.c), built on first use with this machine's C compiler, for its CPU
 (-march=native), and kept in the cache folder under a name that changes with the sources, the flags, the
 compiler and the CPU. Where no compiler is found or the build fails, `compiled()` says why, and the layer
@@ -43,9 +44,11 @@ class Compiled:
         self._backward.argtypes = [i64, i64, *[ptr] * 8, i64, ptr, ctypes.c_int]
         self._dropout = lib.dropout_apply
         self._dropout.argtypes = [i64, ptr, ptr, ctypes.c_int, u32, ctypes.c_float, u32, u32, ctypes.c_int]
+        self._generate = lib.lstm_generate_step
+        self._generate.argtypes = [i64, i64, *[ptr] * 6, ctypes.c_int]
         self._transpose = lib.transpose16
         self._transpose.argtypes = [i64, i64, ptr, i64, ptr, ctypes.c_int]
-        for function in (self._forward, self._backward, self._dropout, self._transpose):
+        for function in (self._forward, self._backward, self._generate, self._dropout, self._transpose):
             function.restype = None
 
     def forward(
@@ -75,6 +78,20 @@ class Compiled:
             dh_next.data_ptr(), dc.data_ptr(), dz.data_ptr(), sums.data_ptr(), sums.shape[1],
             None if ids is None else ids.data_ptr(), sums.shape[0],
         )  # fmt: skip
+
+    def generate_step(
+        self, x_part: Tensor, ids: Tensor | None, recurrent: Tensor, c_prev: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One LSTM step for generation: the new output and cell (fp32, batch x hidden) from the input part
+        (fp32, biases in: a table whose row ids[b] (int64) is batch row b's where `ids` is given, else a row
+        per batch row), the recurrent part (bf16, batch x 4 hidden) and the cell before (fp32)."""
+        batch, hidden = c_prev.shape
+        h, c = torch.empty(batch, hidden), torch.empty(batch, hidden)
+        self._generate(
+            batch, hidden, x_part.data_ptr(), None if ids is None else ids.data_ptr(), recurrent.data_ptr(),
+            c_prev.data_ptr(), c.data_ptr(), h.data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+        return h, c
 
     def transposed(self, x: Tensor) -> Tensor:
         """x.t() as a new contiguous tensor, for x 2-D of 16-bit elements (bf16)."""

@@ -19,18 +19,22 @@ from charnn.device import cpu_kind
 from charnn.errors import ConfigError
 from charnn.nn.cpu_lstm import packed_product
 from charnn.nn.model import CELLS, CharRNN, State
+from charnn.nn.native import compiled
 
 PACKED_ROWS = 64  # the rows bf16 weights are laid out for (batched generation); any number works
 
 
-def _matmul(weight: Tensor, fmt: str) -> Callable[[Tensor], Tensor]:
-    """x (N, in) -> x @ weight.T (N, out) in fp32, with the weight stored in format `fmt`."""
+def _matmul(weight: Tensor, fmt: str, widen: bool = True) -> Callable[[Tensor], Tensor]:
+    """x (N, in) -> x @ weight.T (N, out) in fp32 (bf16 weights: in bf16 unless `widen`), with the weight
+    stored in format `fmt`."""
     if fmt == "fp32":
         wt = weight.detach().float().t().contiguous()
         return lambda x: x @ wt
     if fmt == "bf16":
         # packed once in oneDNN's layout: 1.6x the plain product at 64 rows on AMX, the same results
         product = packed_product(weight.detach().to(torch.bfloat16).contiguous(), PACKED_ROWS)
+        if not widen:
+            return lambda x: product(x.to(torch.bfloat16))
         return lambda x: product(x.to(torch.bfloat16)).float()
     if fmt == "int8":
         w = weight.detach().float()
@@ -49,6 +53,12 @@ class StepModel:
         self.config, self.weights, self.cell = cfg, weights, cfg.cell
         self.device = model.embedding.weight.device
         self.hidden, self.layers = cfg.hidden, cfg.layers
+        # With bf16 weights (CPUs with native bf16 only) an LSTM's step after each recurrent product is one
+        # compiled pass (lstm_steps.c) that reads the product's bf16 and the table's row by id: for 64 samples
+        # of the tutorial's model it replaces ~190 us of PyTorch operations a step. Other formats keep them
+        # (their results are recorded bit for bit on every CPU kind).
+        cpu_lstm_bf16 = weights == "bf16" and cfg.cell == "lstm" and self.device.type == "cpu"
+        self.native = compiled()[0] if cpu_lstm_bf16 else None
         with torch.no_grad():
             flat = [w.detach().float() for w in rnn.flat_weights()]
             w_ih, b_ih, b_hh = flat[0], flat[2], flat[3]
@@ -59,7 +69,8 @@ class StepModel:
             self.input_bias = [
                 flat[4 * k + 2] + (flat[4 * k + 3] if cfg.cell != "gru" else 0) for k in range(1, cfg.layers)
             ]
-            self.recurrent_mm = [_matmul(flat[4 * k + 1], weights) for k in range(cfg.layers)]
+            widen = self.native is None
+            self.recurrent_mm = [_matmul(flat[4 * k + 1], weights, widen) for k in range(cfg.layers)]
             self.recurrent_bias = [flat[4 * k + 3] for k in range(cfg.layers)]  # used by GRU only
             self.head_w = model.head.weight.detach().float().t().contiguous()
             self.head_b = model.head.bias.detach().float()
@@ -76,6 +87,8 @@ class StepModel:
         """Logits (N, vocab) after reading one char per sequence, ids (N,), and the new state."""
         hs = list(state[0].unbind(0))
         cs = list(state[1].unbind(0)) if self.cell == "lstm" else []
+        if self.native is not None:
+            return self._compiled_lstm_step(ids, hs, cs)
         x = None
         for k in range(self.layers):
             # index_select: a plain gather, several times cheaper per call than indexing with a tensor
@@ -94,6 +107,21 @@ class StepModel:
             x = hs[k]
         logits = torch.addmm(self.head_b, x, self.head_w)
         return logits, (_layers(hs),) if self.cell != "lstm" else (_layers(hs), _layers(cs))
+
+    def _compiled_lstm_step(self, ids: Tensor, hs: list[Tensor], cs: list[Tensor]) -> tuple[Tensor, State]:
+        """`step` for an LSTM, each layer's pointwise part one compiled pass (see `native`)."""
+        ids = ids.to(torch.int64).contiguous()
+        for k in range(self.layers):
+            if k == 0:  # rows of the table, by id (as index_select, which refuses ids out of range)
+                if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < self.table.shape[0]:
+                    raise IndexError(f"ids out of range for a vocabulary of {self.table.shape[0]}")
+                x_part, rows = self.table, ids
+            else:
+                x_part, rows = self.input_mm[k - 1](hs[k - 1]).add_(self.input_bias[k - 1]), None
+            gh = self.recurrent_mm[k](hs[k])
+            hs[k], cs[k] = self.native.generate_step(x_part, rows, gh, cs[k].contiguous())
+        logits = torch.addmm(self.head_b, hs[-1], self.head_w)
+        return logits, (_layers(hs), _layers(cs))
 
     def __call__(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Like CharRNN.forward: logits (N, T, vocab) for ids (N, T), stepping through time."""
