@@ -4,8 +4,9 @@ Two runs are trained (a tiny model on a short text, and the `small` preset for 2
 Shakespeare), then `charnn generate` (several sampling settings) and `charnn evaluate` run on them. Their
 stdout, the trained weights' sha256 and the losses in metrics.jsonl are compared byte for byte with the
 outputs recorded for this kind of CPU and torch (floating-point results differ between CPU kinds, so each
-kind has its own record). Record for a new kind, from the project root, with code whose behaviour is known
-to be right: `.venv/bin/python tests/behaviour_cases.py --record`.
+kind has its own record; on CPUs with native bf16 it holds bf16 generation, whose LSTM steps run compiled
+C, nn/lstm_steps.c). Record for a new kind, from the project root, with code whose behaviour is known to be
+right: `.venv/bin/python tests/behaviour_cases.py --record`.
 """
 
 from __future__ import annotations

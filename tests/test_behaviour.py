@@ -9,6 +9,8 @@ import json
 import pytest
 
 from behaviour_cases import RECORDS, cli, outputs, platform_key
+from charnn.device import cpu_kind
+from charnn.nn import native
 
 
 def test_seeded_outputs_are_unchanged(tmp_path):
@@ -16,6 +18,9 @@ def test_seeded_outputs_are_unchanged(tmp_path):
     key = platform_key()
     if key not in records:
         pytest.skip(f"no behaviour record for {key}; recorded kinds: {', '.join(sorted(records))}")
+    if cpu_kind() != "fp32" and native.compiled()[0] is None:
+        # bf16 generation steps an LSTM with compiled C here; without it the last bits differ
+        pytest.skip(f"the record for {key} was taken with compiled steps, which cannot be built here")
     expected = records[key]
     got = outputs(tmp_path)
     for run in expected:

@@ -40,15 +40,16 @@ PRECISIONS = ("fp32", "bf16") if cpu_kind() != "fp32" else ("fp32",)
 
 
 def lstm_step_flops(hidden: int, embedding: int, vocab: int, batch: int, seq: int) -> float:
-    """Floating-point operations of one training step (forward + backward ~ 3 x forward)."""
+    """Floating-point operations of one training step of a one-layer model (forward + backward ~ 3 x
+    forward)."""
     forward = 2 * batch * seq * ((embedding + hidden) * 4 * hidden + hidden * vocab)
     return 3.0 * forward
 
 
 def executed_step_flops(step: TrainStep, batch: int, seq: int) -> float:
-    """`lstm_step_flops` less what the input table saves where this step's LSTM layer takes one: its three
-    products the size of the batch's characters (the input part, and the gradients of the input and of
-    w_ih) become three the size of the vocabulary (nn/cpu_lstm.py, LSTMLayer)."""
+    """`lstm_step_flops` (one layer) less what the input table saves where this step's LSTM layer takes
+    one: its three products the size of the batch's characters (the input part, and the gradients of the
+    input and of w_ih) become three the size of the vocabulary (nn/cpu_lstm.py, LSTMLayer)."""
     m = step.model.config
     flops = lstm_step_flops(m.hidden, m.embedding, m.vocab_size, batch, seq)
     compiled_layer = step.lstm_kernel == "charnn-bf16" and step.cast is not None and compiled()[0] is not None
@@ -81,7 +82,7 @@ def matvec_rate(weights: str, hidden: int = 1024, reps: int = 2000) -> float:
     """Products per second of the 4H x H recurrent matrix with one vector, in a weight format."""
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=65, hidden=hidden, embedding=16))
-    matmul = StepModel(model, weights).recurrent_mm[0]
+    matmul = StepModel(model, weights, compiled_steps=False).recurrent_mm[0]  # widened to fp32, as always
     x = torch.randn(1, hidden)
     for _ in range(50):
         matmul(x)

@@ -56,18 +56,18 @@ def test_reduced_precision_weights_stay_close(cell, weights):
 @pytest.mark.parametrize("layers", [1, 2])
 def test_bf16_lstm_steps_compiled_give_the_pytorch_steps_numbers(layers):
     model = random_model("lstm", layers)
-    compiled, plain = StepModel(model, "bf16"), StepModel(model, "bf16")
-    assert compiled.native is not None
-    plain.native = None
-    flat = [w.detach().float() for w in model.rnn.flat_weights()]
-    plain.recurrent_mm = [charnn.nn.stepper._matmul(flat[4 * k + 1], "bf16") for k in range(layers)]
+    steps, plain = StepModel(model, "bf16"), StepModel(model, "bf16", compiled_steps=False)
     x = torch.randint(0, 23, (64, 30), generator=torch.Generator().manual_seed(0))
-    (out, state), (ref, ref_state) = compiled(x), plain(x)
+    (out, state), (ref, ref_state) = steps(x), plain(x)
+    assert not torch.equal(out, ref)  # another path was taken
     for a, b in zip([out, *state], [ref, *ref_state], strict=True):
         # the same arithmetic but for the activations' last bits, which move the state's bf16 rounding
         assert float((a - b).norm() / b.norm()) < 1e-3
-    with pytest.raises(IndexError):
-        compiled.step(torch.tensor([23]), compiled.init_state(1))
+    for bad in ([23], [-1]):
+        with pytest.raises(IndexError):
+            steps.step(torch.tensor(bad), steps.init_state(1))
+    with pytest.raises(ValueError):
+        steps.step(torch.tensor([1, 2]), steps.init_state(3))
 
 
 def test_seeded_sample_is_the_same_on_the_fast_and_reference_paths():

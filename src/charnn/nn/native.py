@@ -1,6 +1,6 @@
-"""charnn's compiled CPU code: the LSTM layer's time steps, in training and in bf16 generation
-(lstm_steps.c), dropout (dropout.c) and a
-transpose of 16-bit matrices (transpose.c), built on first use with this machine's C compiler, for its CPU
+"""charnn's compiled CPU code: the LSTM layer's time steps in training and the pointwise part of
+generation's LSTM steps with bf16 weights (lstm_steps.c), dropout (dropout.c) and a transpose of 16-bit
+matrices (transpose.c), built on first use with this machine's C compiler, for its CPU
 (-march=native), and kept in the cache folder under a name that changes with the sources, the flags, the
 compiler and the CPU. Where no compiler is found or the build fails, `compiled()` says why, and the layer
 runs its steps as PyTorch operations and dropout is PyTorch's instead (slower)."""
@@ -86,10 +86,24 @@ class Compiled:
         (fp32, biases in: a table whose row ids[b] (int64) is batch row b's where `ids` is given, else a row
         per batch row), the recurrent part (bf16, batch x 4 hidden) and the cell before (fp32)."""
         batch, hidden = c_prev.shape
-        h, c = torch.empty(batch, hidden), torch.empty(batch, hidden)
+        rows = batch if ids is None else x_part.shape[0]
+        expected = [
+            (x_part, (rows, 4 * hidden), torch.float32),
+            (recurrent, (batch, 4 * hidden), torch.bfloat16),
+            (c_prev, (batch, hidden), torch.float32),
+        ]
+        if ids is not None:
+            expected.append((ids, (batch,), torch.int64))
+        for t, shape, dtype in expected:
+            if tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
+                raise ValueError(f"generate_step takes a contiguous {dtype} of {shape} on the CPU")
+        h, c = (
+            torch.empty(batch, hidden, dtype=torch.float32),
+            torch.empty(batch, hidden, dtype=torch.float32),
+        )
         self._generate(
             batch, hidden, x_part.data_ptr(), None if ids is None else ids.data_ptr(), recurrent.data_ptr(),
-            c_prev.data_ptr(), c.data_ptr(), h.data_ptr(), torch.get_num_threads(),
+            c_prev.data_ptr(), c.data_ptr(), h.data_ptr(), max(1, min(torch.get_num_threads(), batch)),
         )  # fmt: skip
         return h, c
 

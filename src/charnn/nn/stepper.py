@@ -48,17 +48,18 @@ def _matmul(weight: Tensor, fmt: str, widen: bool = True) -> Callable[[Tensor], 
 class StepModel:
     """A CharRNN's weights laid out for stepping: forward(x, state) like the model, one char at a time."""
 
-    def __init__(self, model: CharRNN, weights: str = "fp32"):
+    def __init__(self, model: CharRNN, weights: str = "fp32", compiled_steps: bool = True):
         cfg, rnn = model.config, model.rnn
         self.config, self.weights, self.cell = cfg, weights, cfg.cell
         self.device = model.embedding.weight.device
         self.hidden, self.layers = cfg.hidden, cfg.layers
-        # With bf16 weights (CPUs with native bf16 only) an LSTM's step after each recurrent product is one
-        # compiled pass (lstm_steps.c) that reads the product's bf16 and the table's row by id: for 64 samples
-        # of the tutorial's model it replaces ~190 us of PyTorch operations a step. Other formats keep them
-        # (their results are recorded bit for bit on every CPU kind).
+        # With bf16 weights (which generation picks only on CPUs with native bf16) an LSTM's step after each
+        # recurrent product is one compiled pass (lstm_steps.c, where `compiled_steps` and it builds) that
+        # reads the product's bf16 and the table's row by id: for 64 samples of the tutorial's model a step
+        # took 593 us instead of 763. int8 and fp32 keep PyTorch's operations: their results are recorded
+        # bit for bit on CPU kinds where the compiled pass's could not be recorded again.
         cpu_lstm_bf16 = weights == "bf16" and cfg.cell == "lstm" and self.device.type == "cpu"
-        self.native = compiled()[0] if cpu_lstm_bf16 else None
+        self._steps = compiled()[0] if cpu_lstm_bf16 and compiled_steps else None
         with torch.no_grad():
             flat = [w.detach().float() for w in rnn.flat_weights()]
             w_ih, b_ih, b_hh = flat[0], flat[2], flat[3]
@@ -69,7 +70,7 @@ class StepModel:
             self.input_bias = [
                 flat[4 * k + 2] + (flat[4 * k + 3] if cfg.cell != "gru" else 0) for k in range(1, cfg.layers)
             ]
-            widen = self.native is None
+            widen = self._steps is None
             self.recurrent_mm = [_matmul(flat[4 * k + 1], weights, widen) for k in range(cfg.layers)]
             self.recurrent_bias = [flat[4 * k + 3] for k in range(cfg.layers)]  # used by GRU only
             self.head_w = model.head.weight.detach().float().t().contiguous()
@@ -87,7 +88,7 @@ class StepModel:
         """Logits (N, vocab) after reading one char per sequence, ids (N,), and the new state."""
         hs = list(state[0].unbind(0))
         cs = list(state[1].unbind(0)) if self.cell == "lstm" else []
-        if self.native is not None:
+        if self._steps is not None:
             return self._compiled_lstm_step(ids, hs, cs)
         x = None
         for k in range(self.layers):
@@ -109,17 +110,21 @@ class StepModel:
         return logits, (_layers(hs),) if self.cell != "lstm" else (_layers(hs), _layers(cs))
 
     def _compiled_lstm_step(self, ids: Tensor, hs: list[Tensor], cs: list[Tensor]) -> tuple[Tensor, State]:
-        """`step` for an LSTM, each layer's pointwise part one compiled pass (see `native`)."""
+        """`step` for an LSTM, each layer's pointwise part one compiled pass (see `_steps`)."""
         ids = ids.to(torch.int64).contiguous()
+        rows = self.table.shape[0]
+        if ids.shape != (hs[0].shape[0],):
+            raise ValueError(f"{tuple(ids.shape)} ids for a state of {hs[0].shape[0]} rows")
+        low, high = torch.aminmax(ids) if ids.numel() else (0, 0)
+        if not 0 <= int(low) <= int(high) < rows:  # as index_select refuses them: the C would read past
+            raise IndexError(f"ids out of range for a vocabulary of {rows}")
         for k in range(self.layers):
-            if k == 0:  # rows of the table, by id (as index_select, which refuses ids out of range)
-                if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < self.table.shape[0]:
-                    raise IndexError(f"ids out of range for a vocabulary of {self.table.shape[0]}")
-                x_part, rows = self.table, ids
+            if k == 0:
+                x_part, by_id = self.table, ids
             else:
-                x_part, rows = self.input_mm[k - 1](hs[k - 1]).add_(self.input_bias[k - 1]), None
+                x_part, by_id = self.input_mm[k - 1](hs[k - 1]).add_(self.input_bias[k - 1]), None
             gh = self.recurrent_mm[k](hs[k])
-            hs[k], cs[k] = self.native.generate_step(x_part, rows, gh, cs[k].contiguous())
+            hs[k], cs[k] = self._steps.generate_step(x_part, by_id, gh, cs[k].float().contiguous())
         logits = torch.addmm(self.head_b, hs[-1], self.head_w)
         return logits, (_layers(hs), _layers(cs))
 
