@@ -69,6 +69,8 @@ def test_measurements_at_toy_size_and_the_report():
     }
     report = format_report(result)
     assert "train fp32:" in report and "generate batch 1, int8 weights" in report
+    assert "waited for a core" not in report
+    assert "waited for a core 40% of the time" in format_report({**result, "cpu_wait_share": 0.4})
     assert "50% of GEMM peak (40% by the arithmetic it executes)" in report
     assert f"family/model/stepping {result['cpu_model'] or '?'};" in report
 

@@ -22,7 +22,7 @@ import torch
 
 from charnn.config import ModelConfig, SamplingConfig, TrainConfig
 from charnn.device import PRECISIONS as DTYPES
-from charnn.device import cpu_kind, describe_cpu
+from charnn.device import CoreWait, cpu_kind, describe_cpu
 from charnn.evaluation import loss_carried
 from charnn.nn import cpu_lstm
 from charnn.nn.model import CharRNN
@@ -32,6 +32,7 @@ from charnn.sampling import sample
 from charnn.store.model_dir import save_model
 from charnn.text.batches import WindowBatches
 from charnn.text.corpus import Corpus, load_corpus, split
+from charnn.training.kernels import BUSY_TIMING
 from charnn.training.step import TrainStep
 
 SEED = ModelConfig(vocab_size=65)
@@ -233,6 +234,7 @@ def scaling_table(steps: int) -> list[dict]:
 def run(quick: bool = False, log=print) -> dict:
     """The whole charnn half of the benchmark, as one JSON-ready dict."""
     torch.manual_seed(0)
+    waiting = CoreWait()  # other programs on these cores would make every figure below too low
     result: dict = {"date": datetime.date.today().isoformat(), **describe_cpu(), "quick": quick}
     log("machine limits ...")
     result["gemm_gflops"] = {p: gemm_gflops(DTYPES[p]) for p in PRECISIONS}
@@ -270,6 +272,7 @@ def run(quick: bool = False, log=print) -> dict:
         result["bf16_vs_fp32"] = bf16_learns_like_fp32(steps=150)
         log("scaling table ...")
         result["scaling"] = scaling_table(steps=2)
+    result["cpu_wait_share"] = waiting.take()
     return result
 
 
@@ -283,6 +286,10 @@ def format_report(result: dict) -> str:
         "4096x1024 matrix-vector per s: "
         + ", ".join(f"{k} {v:,.0f}" for k, v in result["matvec_per_s"].items()),
     ]
+    busy = result.get("cpu_wait_share")
+    if busy is not None and busy >= BUSY_TIMING:
+        lines.insert(1, f"note: the benchmark waited for a core {busy:.0%} of the time it had work: other "
+                     "programs were busy on these cores, and every figure below is low")  # fmt: skip
     for p, t in result["train"].items():
         lines.append(
             f"train {p}: {t['chars_per_s']:,.0f} chars/s ({t['step_s'] * 1000:.0f} ms/step, "
