@@ -262,9 +262,7 @@ def lstm(
     if embedding is not None and (native is None or not takes_table(embedding.shape[0], x.numel())):
         x, embedding = lookup.rows(x, embedding), None
     elif embedding is not None:
-        # as F.embedding refuses them: the compiled steps would read past the table
-        if not 0 <= int(x.min()) <= int(x.max()) < embedding.shape[0]:
-            raise IndexError(f"ids out of range for an embedding of {embedding.shape[0]} rows")
+        lookup.check_ids(x, embedding.shape[0])
         x = x.long()  # the compiled steps read int64
     h0, c0 = state
     layers = len(weights) // 4

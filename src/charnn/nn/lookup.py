@@ -9,6 +9,14 @@ from torch import Tensor
 _NARROW = (torch.bfloat16, torch.float16)
 
 
+def check_ids(ids: Tensor, rows: int) -> None:
+    """Refuse (IndexError) ids outside a table of `rows` rows, as F.embedding does: for compiled code that
+    reads rows by id, which would read past the table instead."""
+    low, high = torch.aminmax(ids) if ids.numel() else (0, 0)
+    if not 0 <= int(low) <= int(high) < rows:
+        raise IndexError(f"ids out of range for an embedding of {rows} rows")
+
+
 def rows(ids: Tensor, embedding: Tensor) -> Tensor:
     """F.embedding(ids, embedding), whose gradient, for a 16-bit embedding, is summed in fp32.
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from charnn.config import WEIGHT_FORMATS
 from charnn.device import cpu_kind
 from charnn.errors import ConfigError
+from charnn.nn import lookup
 from charnn.nn.cpu_lstm import packed_product
 from charnn.nn.model import CELLS, CharRNN, State
 from charnn.nn.native import compiled
@@ -111,13 +112,8 @@ class StepModel:
 
     def _compiled_lstm_step(self, ids: Tensor, hs: list[Tensor], cs: list[Tensor]) -> tuple[Tensor, State]:
         """`step` for an LSTM, each layer's pointwise part one compiled pass (see `_steps`)."""
-        ids = ids.to(torch.int64).contiguous()
-        rows = self.table.shape[0]
-        if ids.shape != (hs[0].shape[0],):
-            raise ValueError(f"{tuple(ids.shape)} ids for a state of {hs[0].shape[0]} rows")
-        low, high = torch.aminmax(ids) if ids.numel() else (0, 0)
-        if not 0 <= int(low) <= int(high) < rows:  # as index_select refuses them: the C would read past
-            raise IndexError(f"ids out of range for a vocabulary of {rows}")
+        ids = ids.to(torch.int64).contiguous()  # their number against the state's: generate_step checks
+        lookup.check_ids(ids, self.table.shape[0])
         for k in range(self.layers):
             if k == 0:
                 x_part, by_id = self.table, ids
