@@ -25,7 +25,7 @@ from charnn.device import PRECISIONS as DTYPES
 from charnn.device import CoreWait, cpu_kind, describe_cpu
 from charnn.evaluation import loss_carried
 from charnn.nn import cpu_lstm
-from charnn.nn.model import CharRNN
+from charnn.nn.model import CharRNN, layers_get_ids
 from charnn.nn.native import compiled
 from charnn.nn.stepper import StepModel
 from charnn.sampling import sample
@@ -54,7 +54,8 @@ def executed_step_flops(step: TrainStep, batch: int, seq: int) -> float:
     m = step.model.config
     flops = lstm_step_flops(m.hidden, m.embedding, m.vocab_size, batch, seq)
     compiled_layer = step.lstm_kernel == "charnn-bf16" and step.cast is not None and compiled()[0] is not None
-    table = compiled_layer and not m.io_dropout and cpu_lstm.takes_table(m.vocab_size, batch * seq)
+    ids = layers_get_ids(m, training=True)
+    table = compiled_layer and ids and cpu_lstm.takes_table(m.vocab_size, batch * seq)
     if m.cell != "lstm" or not table:
         return flops
     return flops - 3 * 2 * (batch * seq - m.vocab_size) * m.embedding * 4 * m.hidden

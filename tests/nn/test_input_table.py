@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from charnn.config import ModelConfig
 from charnn.nn import cpu_lstm, lookup, native
-from charnn.nn.model import CharRNN
+from charnn.nn.model import CharRNN, layers_get_ids
 
 pytestmark = pytest.mark.skipif(native.compiled()[0] is None, reason="the table needs the compiled steps")
 
@@ -85,7 +85,8 @@ def test_the_model_hands_its_ids_to_the_training_layers_unless_its_inputs_drop_o
         model.rnn.training_layers = layers
         torch.manual_seed(1)
         logits[io_dropout] = model(ids)[0]
-        assert seen == [io_dropout == 0.0]
+        assert seen == [io_dropout == 0.0] == [layers_get_ids(config, training=True)]
+        assert layers_get_ids(config, training=False)  # what the kernel choice and the bench go by
         with torch.no_grad():  # the fused kernel, on the looked-up rows, where no gradient is recorded
             model.eval()
             looked_up = model.rnn(model.embedding(ids), model.init_state(BATCH))[0]

@@ -154,6 +154,12 @@ class Recurrent(nn.Module):
         return x, tuple(torch.cat(parts) for parts in zip(*states, strict=True))
 
 
+def layers_get_ids(config: ModelConfig, training: bool) -> bool:
+    """Whether the model hands its recurrent layers ids and the embedding (charnn's training layer may fold
+    it into its first input weights, nn/cpu_lstm.py) rather than looked-up rows: unless the rows drop out."""
+    return not (config.io_dropout and training)
+
+
 class CharRNN(nn.Module):
     """Embedding -> recurrent layers -> Linear over the vocabulary."""
 
@@ -187,10 +193,10 @@ class CharRNN(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0])
         p = self.config.io_dropout
-        if p and self.training:
-            out, state = self.rnn(drop(lookup.rows(x, self.embedding.weight), p, True), state)
-        else:  # the layers look the rows up, or fold them into their input
+        if layers_get_ids(self.config, self.training):  # the layers look the rows up, or fold them in
             out, state = self.rnn(x, state, embedding=self.embedding.weight)
+        else:
+            out, state = self.rnn(drop(lookup.rows(x, self.embedding.weight), p, True), state)
         out = drop(out, p, self.training)
         time_major = out.transpose(0, 1)
         if out.dtype != torch.float32 and time_major.is_contiguous() and not out.is_contiguous():

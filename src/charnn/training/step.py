@@ -19,7 +19,7 @@ from charnn.config import ModelConfig, TrainConfig
 from charnn.device import keep_freed_memory, memory_bytes, resolve_precision
 from charnn.errors import ConfigError, TrainingError
 from charnn.nn import cpu_lstm
-from charnn.nn.model import CharRNN, State, count_parameters
+from charnn.nn.model import CharRNN, State, count_parameters, layers_get_ids
 from charnn.training import curriculum, distributed, kernels, rng
 from charnn.training.distributed import Ranks
 from charnn.training.mixed_precision import LowPrecisionCopy
@@ -144,7 +144,7 @@ class TrainStep:
         note = ""
         if self.cast and self.model.config.cell == "lstm":
             c, rows = self.model.config, len(range(self.cfg.batch_size)[self.rows])
-            vocab = 0 if c.io_dropout else c.vocab_size  # the model hands its layers ids (nn/model.py)
+            vocab = c.vocab_size if layers_get_ids(c, training=True) else 0
             sizes = kernels.Sizes(c.embedding, c.hidden, c.layers, rows, seq_len, vocab)
             self.lstm_kernel, note = kernels.settle(self.lstm_kernel, setting, sizes, self.ranks)
         own = self.lstm_kernel == "charnn-bf16"
