@@ -69,7 +69,11 @@ def test_measurements_at_toy_size_and_the_report():
     }
     report = format_report(result)
     assert "train fp32:" in report and "generate batch 1, int8 weights" in report
-    assert "waited for a core" not in report
+    assert "waited for a core" not in report and "GEMM rate moved" not in report
+    steady = {**result, "gemm_gflops_seen": {"fp32": [300.0, 320.0, 310.0]}}
+    assert "GEMM rate moved" not in format_report(steady)
+    moved = {**result, "gemm_gflops_seen": {"fp32": [979.0, 2163.0, 1500.0]}}
+    assert "fp32 GEMM rate moved from 979 to 2163 GFLOP/s" in format_report(moved)
     assert "waited for a core 40% of the time" in format_report({**result, "cpu_wait_share": 0.4})
     assert "50% of GEMM peak (40% by the arithmetic it executes)" in report
     assert f"family/model/stepping {result['cpu_model'] or '?'};" in report
