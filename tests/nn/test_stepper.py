@@ -53,9 +53,10 @@ def test_reduced_precision_weights_stay_close(cell, weights):
 
 
 @pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: steps as PyTorch operations")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_bf16_lstm_steps_compiled_give_the_pytorch_steps_numbers(layers):
-    model = random_model("lstm", layers)
+def test_bf16_steps_compiled_give_the_pytorch_steps_numbers(cell, layers):
+    model = random_model(cell, layers)
     steps, plain = StepModel(model, "bf16"), StepModel(model, "bf16", compiled_steps=False)
     x = torch.randint(0, 23, (64, 30), generator=torch.Generator().manual_seed(0))
     (out, state), (ref, ref_state) = steps(x), plain(x)
@@ -68,6 +69,31 @@ def test_bf16_lstm_steps_compiled_give_the_pytorch_steps_numbers(layers):
             steps.step(torch.tensor(bad), steps.init_state(1))
     with pytest.raises(ValueError):
         steps.step(torch.tensor([1, 2]), steps.init_state(3))
+
+
+@pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: steps as PyTorch operations")
+def test_the_compiled_generation_steps_refuse_tensors_they_cannot_read():
+    steps = native.compiled()[0]
+    table, ids, bias, state = torch.randn(5, 12), torch.tensor([0, 4]), torch.randn(12), torch.randn(2, 4)
+    recurrent = torch.randn(2, 12).bfloat16()
+    good = [table, ids, recurrent, bias, state]
+    i_r, i_z, i_n = table[ids].chunk(3, 1)
+    h_r, h_z, h_n = (recurrent.float() + bias).chunk(3, 1)
+    n = torch.tanh(i_n + torch.sigmoid(i_r + h_r) * h_n)
+    expected = n + torch.sigmoid(i_z + h_z) * (state - n)
+    assert torch.allclose(steps.gru_generate_step(*good), expected, atol=1e-6)
+    for k, bad in [
+        (0, table.double()),
+        (1, ids.int()),
+        (2, recurrent.float()),
+        (2, torch.randn(12, 2).bfloat16().t()),  # not contiguous
+        (3, torch.randn(9)),
+        (4, torch.randn(3, 4)),  # a state row more than ids
+    ]:
+        with pytest.raises(ValueError):
+            steps.gru_generate_step(*good[:k], bad, *good[k + 1 :])
+    with pytest.raises(ValueError):
+        steps.lstm_generate_step(torch.randn(5, 16), ids, recurrent, state)  # 3 gates' recurrent part
 
 
 def test_seeded_sample_is_the_same_on_the_fast_and_reference_paths():

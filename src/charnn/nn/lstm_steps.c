@@ -159,3 +159,30 @@ void lstm_generate_step(int64_t batch, int64_t hidden, const float *restrict x_p
         }
     }
 }
+
+/* One GRU step for generation with bf16 weights, as nn/stepper.py's PyTorch operations do it (gates r, z, n):
+   from the input part (fp32, the input biases in: row ids[b] of a table where ids is given, else row b), the
+   recurrent part (bf16, batch x 3 hidden), the recurrent biases (fp32, 3 hidden, added to that part, where the
+   reset gate then scales n's) and the state before (fp32), writes the new state h (fp32, batch x hidden). */
+void gru_generate_step(int64_t batch, int64_t hidden, const float *restrict x_part,
+                       const int64_t *restrict ids, const uint16_t *restrict recurrent,
+                       const float *restrict bias, const float *restrict h_prev, float *restrict h,
+                       int threads) {
+    const float *restrict br = bias, *restrict bz = bias + hidden, *restrict bn = bias + 2 * hidden;
+#pragma omp parallel for schedule(static) num_threads(threads) if (batch > 1)
+    for (int64_t b = 0; b < batch; b++) {
+        const float *restrict xr = x_part + (ids ? ids[b] : b) * 3 * hidden, *restrict xz = xr + hidden;
+        const float *restrict xn = xz + hidden;
+        const uint16_t *restrict rr = recurrent + b * 3 * hidden, *restrict rz = rr + hidden;
+        const uint16_t *restrict rn = rz + hidden;
+        const float *restrict hp = h_prev + b * hidden;
+        float *restrict hb = h + b * hidden;
+#pragma omp simd
+        for (int64_t j = 0; j < hidden; j++) {
+            float r = sigmoid(xr[j] + (from_bf16(rr[j]) + br[j]));
+            float z = sigmoid(xz[j] + (from_bf16(rz[j]) + bz[j]));
+            float n = tanh_(xn[j] + r * (from_bf16(rn[j]) + bn[j]));
+            hb[j] = n + z * (hp[j] - n);
+        }
+    }
+}

@@ -1,6 +1,6 @@
 """charnn's compiled CPU code: the LSTM layer's time steps in training and the pointwise part of
-generation's LSTM steps with bf16 weights (lstm_steps.c), dropout (dropout.c) and a transpose of 16-bit
-matrices (transpose.c), built on first use with this machine's C compiler, for its CPU
+generation's LSTM and GRU steps with bf16 weights (lstm_steps.c), dropout (dropout.c) and a transpose of
+16-bit matrices (transpose.c), built on first use with this machine's C compiler, for its CPU
 (-march=native), and kept in the cache folder under a name that changes with the sources, the flags, the
 compiler and the CPU. Where no compiler is found or the build fails, `compiled()` says why, and the layer
 runs its steps as PyTorch operations and dropout is PyTorch's instead (slower)."""
@@ -44,11 +44,13 @@ class Compiled:
         self._backward.argtypes = [i64, i64, *[ptr] * 8, i64, ptr, ctypes.c_int]
         self._dropout = lib.dropout_apply
         self._dropout.argtypes = [i64, ptr, ptr, ctypes.c_int, u32, ctypes.c_float, u32, u32, ctypes.c_int]
-        self._generate = lib.lstm_generate_step
-        self._generate.argtypes = [i64, i64, *[ptr] * 6, ctypes.c_int]
+        self._lstm_generate, self._gru_generate = lib.lstm_generate_step, lib.gru_generate_step
+        self._lstm_generate.argtypes = [i64, i64, *[ptr] * 6, ctypes.c_int]
+        self._gru_generate.argtypes = [i64, i64, *[ptr] * 6, ctypes.c_int]
         self._transpose = lib.transpose16
         self._transpose.argtypes = [i64, i64, ptr, i64, ptr, ctypes.c_int]
-        for function in (self._forward, self._backward, self._generate, self._dropout, self._transpose):
+        functions = (self._forward, self._backward, self._lstm_generate, self._gru_generate)
+        for function in (*functions, self._dropout, self._transpose):
             function.restype = None
 
     def forward(
@@ -79,33 +81,37 @@ class Compiled:
             None if ids is None else ids.data_ptr(), sums.shape[0],
         )  # fmt: skip
 
-    def generate_step(
+    def lstm_generate_step(
         self, x_part: Tensor, ids: Tensor | None, recurrent: Tensor, c_prev: Tensor
     ) -> tuple[Tensor, Tensor]:
         """One LSTM step for generation: the new output and cell (fp32, batch x hidden) from the input part
         (fp32, biases in: a table whose row ids[b] (int64) is batch row b's where `ids` is given, else a row
         per batch row), the recurrent part (bf16, batch x 4 hidden) and the cell before (fp32)."""
         batch, hidden = c_prev.shape
-        rows = batch if ids is None else x_part.shape[0]
-        expected = [
-            (x_part, (rows, 4 * hidden), torch.float32),
-            (recurrent, (batch, 4 * hidden), torch.bfloat16),
-            (c_prev, (batch, hidden), torch.float32),
-        ]
-        if ids is not None:
-            expected.append((ids, (batch,), torch.int64))
-        for t, shape, dtype in expected:
-            if tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
-                raise ValueError(f"generate_step takes a contiguous {dtype} of {shape} on the CPU")
-        h, c = (
-            torch.empty(batch, hidden, dtype=torch.float32),
-            torch.empty(batch, hidden, dtype=torch.float32),
-        )
-        self._generate(
+        _check_step_inputs(4, x_part, ids, recurrent, [c_prev])
+        h, c = (torch.empty(batch, hidden, dtype=torch.float32) for _ in range(2))
+        self._lstm_generate(
             batch, hidden, x_part.data_ptr(), None if ids is None else ids.data_ptr(), recurrent.data_ptr(),
-            c_prev.data_ptr(), c.data_ptr(), h.data_ptr(), max(1, min(torch.get_num_threads(), batch)),
+            c_prev.data_ptr(), c.data_ptr(), h.data_ptr(), _threads(batch),
         )  # fmt: skip
         return h, c
+
+    def gru_generate_step(
+        self, x_part: Tensor, ids: Tensor | None, recurrent: Tensor, bias: Tensor, h_prev: Tensor
+    ) -> Tensor:
+        """One GRU step for generation: the new state (fp32, batch x hidden) from the input part (as for
+        `lstm_generate_step`, the input biases in), the recurrent part (bf16, batch x 3 hidden) and its
+        biases (fp32, 3 hidden), and the state before (fp32)."""
+        batch, hidden = h_prev.shape
+        _check_step_inputs(3, x_part, ids, recurrent, [h_prev])
+        if tuple(bias.shape) != (3 * hidden,) or bias.dtype != torch.float32 or not bias.is_contiguous():
+            raise ValueError(f"gru_generate_step takes a contiguous float32 bias of ({3 * hidden},)")
+        h = torch.empty(batch, hidden, dtype=torch.float32)
+        self._gru_generate(
+            batch, hidden, x_part.data_ptr(), None if ids is None else ids.data_ptr(), recurrent.data_ptr(),
+            bias.data_ptr(), h_prev.data_ptr(), h.data_ptr(), _threads(batch),
+        )  # fmt: skip
+        return h
 
     def transposed(self, x: Tensor) -> Tensor:
         """x.t() as a new contiguous tensor, for x 2-D of 16-bit elements (bf16)."""
@@ -122,6 +128,29 @@ class Compiled:
             x.numel(), x.data_ptr(), out.data_ptr(), x.dtype == torch.bfloat16, drop_below, scale,
             seed & 0xFFFFFFFF, seed >> 32, torch.get_num_threads(),
         )  # fmt: skip
+
+
+def _threads(batch: int) -> int:
+    return max(1, min(torch.get_num_threads(), batch))
+
+
+def _check_step_inputs(
+    gates: int, x_part: Tensor, ids: Tensor | None, recurrent: Tensor, states: list[Tensor]
+) -> None:
+    """A generation step's tensors, as the C steps read them: contiguous, on the CPU, of the shapes and
+    dtypes its docstring names (`states` fp32, batch x hidden each)."""
+    batch, hidden = states[0].shape
+    rows = batch if ids is None else x_part.shape[0]
+    expected = [
+        (x_part, (rows, gates * hidden), torch.float32),
+        (recurrent, (batch, gates * hidden), torch.bfloat16),
+        *[(s, (batch, hidden), torch.float32) for s in states],
+    ]
+    if ids is not None:
+        expected.append((ids, (batch,), torch.int64))
+    for t, shape, dtype in expected:
+        if tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError(f"a generation step takes a contiguous {dtype} of {shape} on the CPU")
 
 
 @functools.cache

@@ -54,13 +54,13 @@ class StepModel:
         self.config, self.weights, self.cell = cfg, weights, cfg.cell
         self.device = model.embedding.weight.device
         self.hidden, self.layers = cfg.hidden, cfg.layers
-        # With bf16 weights (which generation picks only on CPUs with native bf16) an LSTM's step after each
-        # recurrent product is one compiled pass (lstm_steps.c, where `compiled_steps` and it builds) that
-        # reads the product's bf16 and the table's row by id: for 64 samples of the tutorial's model a step
-        # took 593 us instead of 763. int8 and fp32 keep PyTorch's operations: their results are recorded
-        # bit for bit on CPU kinds where the compiled pass's could not be recorded again.
-        cpu_lstm_bf16 = weights == "bf16" and cfg.cell == "lstm" and self.device.type == "cpu"
-        self._steps = compiled()[0] if cpu_lstm_bf16 and compiled_steps else None
+        # With bf16 weights (which generation picks only on CPUs with native bf16) an LSTM's or GRU's step
+        # after each recurrent product is one compiled pass (lstm_steps.c, where `compiled_steps` and it
+        # builds) that reads the product's bf16 and the table's row by id: for 64 samples of the tutorial's
+        # model a step took 593 us instead of 763. int8 and fp32 keep PyTorch's operations: their results are
+        # recorded bit for bit on CPU kinds where the compiled pass's could not be recorded again.
+        cpu_bf16 = weights == "bf16" and cfg.cell in ("lstm", "gru") and self.device.type == "cpu"
+        self._steps = compiled()[0] if cpu_bf16 and compiled_steps else None
         with torch.no_grad():
             flat = [w.detach().float() for w in rnn.flat_weights()]
             w_ih, b_ih, b_hh = flat[0], flat[2], flat[3]
@@ -90,7 +90,7 @@ class StepModel:
         hs = list(state[0].unbind(0))
         cs = list(state[1].unbind(0)) if self.cell == "lstm" else []
         if self._steps is not None:
-            return self._compiled_lstm_step(ids, hs, cs)
+            return self._compiled_step(ids, hs, cs)
         x = None
         for k in range(self.layers):
             # index_select: a plain gather, several times cheaper per call than indexing with a tensor
@@ -110,9 +110,9 @@ class StepModel:
         logits = torch.addmm(self.head_b, x, self.head_w)
         return logits, (_layers(hs),) if self.cell != "lstm" else (_layers(hs), _layers(cs))
 
-    def _compiled_lstm_step(self, ids: Tensor, hs: list[Tensor], cs: list[Tensor]) -> tuple[Tensor, State]:
-        """`step` for an LSTM, each layer's pointwise part one compiled pass (see `_steps`)."""
-        ids = ids.to(torch.int64).contiguous()  # their number against the state's: generate_step checks
+    def _compiled_step(self, ids: Tensor, hs: list[Tensor], cs: list[Tensor]) -> tuple[Tensor, State]:
+        """`step` for an LSTM or GRU, each layer's pointwise part one compiled pass (see `_steps`)."""
+        ids = ids.to(torch.int64).contiguous()  # their number against the state's: the step checks
         lookup.check_ids(ids, self.table.shape[0])
         for k in range(self.layers):
             if k == 0:
@@ -120,9 +120,13 @@ class StepModel:
             else:
                 x_part, by_id = self.input_mm[k - 1](hs[k - 1]).add_(self.input_bias[k - 1]), None
             gh = self.recurrent_mm[k](hs[k])
-            hs[k], cs[k] = self._steps.generate_step(x_part, by_id, gh, cs[k].float().contiguous())
+            if self.cell == "lstm":
+                hs[k], cs[k] = self._steps.lstm_generate_step(x_part, by_id, gh, cs[k].float().contiguous())
+            else:
+                h = hs[k].float().contiguous()
+                hs[k] = self._steps.gru_generate_step(x_part, by_id, gh, self.recurrent_bias[k], h)
         logits = torch.addmm(self.head_b, hs[-1], self.head_w)
-        return logits, (_layers(hs), _layers(cs))
+        return logits, (_layers(hs),) if self.cell != "lstm" else (_layers(hs), _layers(cs))
 
     def __call__(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Like CharRNN.forward: logits (N, T, vocab) for ids (N, T), stepping through time."""
