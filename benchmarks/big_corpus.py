@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from charnn.bench import watch_memory  # noqa: E402
 from charnn.device import describe_cpu  # noqa: E402
+from charnn.process_memory import watch_memory  # noqa: E402
 from charnn.text.corpus import SHAKESPEARE, load_corpus  # noqa: E402
 
 

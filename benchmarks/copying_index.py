@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 from big_corpus import write_corpus  # noqa: E402
-from charnn.bench import watch_memory  # noqa: E402
 from charnn.device import describe_cpu  # noqa: E402
+from charnn.process_memory import watch_memory  # noqa: E402
 from charnn.store.rundir import RunDir  # noqa: E402
 from charnn.text.corpus import SHAKESPEARE, load_corpus, split  # noqa: E402
 from charnn.text.suffix_index import SuffixIndex, build_suffixes  # noqa: E402

@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from charnn.bench import format_report, run, watch_memory  # noqa: E402
+from charnn.bench import format_report, run  # noqa: E402
+from charnn.process_memory import watch_memory  # noqa: E402
 from charnn.text.corpus import SHAKESPEARE, load_corpus  # noqa: E402
 
 DEFAULT_BASELINE = ROOT.parent / "shared" / "baselines" / "seed_torch.py"

@@ -13,7 +13,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from charnn.nn import cpu_lstm
 from charnn.nn.model import CharRNN, layers_get_ids
 from charnn.nn.native import compiled
 from charnn.nn.stepper import StepModel
+from charnn.process_memory import watch_memory
 from charnn.sampling import sample
 from charnn.store.model_dir import save_model
 from charnn.text.batches import WindowBatches
@@ -55,8 +55,8 @@ def executed_step_flops(step: TrainStep, batch: int, seq: int) -> float:
     m = step.model.config
     flops = lstm_step_flops(m.hidden, m.embedding, m.vocab_size, batch, seq)
     compiled_layer = step.lstm_kernel == "charnn-bf16" and step.cast is not None and compiled()[0] is not None
-    ids = layers_get_ids(m, training=True)
-    table = compiled_layer and ids and cpu_lstm.takes_table(m.vocab_size, batch * seq)
+    takes_ids = layers_get_ids(m, training=True)
+    table = compiled_layer and takes_ids and cpu_lstm.takes_table(m.vocab_size, batch * seq)
     if m.cell != "lstm" or not table:
         return flops
     return flops - 3 * 2 * (batch * seq - m.vocab_size) * m.embedding * 4 * m.hidden
@@ -172,48 +172,6 @@ def first_char_seconds(model_dir: Path) -> float:
     return elapsed
 
 
-def _status_kib(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def watch_memory(cmd: list[str], env: dict | None = None, on_line=None) -> tuple[dict, str]:
-    """Run `cmd`, sampling its memory every 20 ms: peak RSS (VmHWM) and peak anonymous RSS in MiB, and stdout.
-
-    `on_line(line, seconds)` sees each stdout line as it arrives, with the time since start.
-    """
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    peaks = {"peak_rss_mib": 0.0, "peak_rss_anon_mib": 0.0}
-
-    def sample_memory() -> None:
-        while proc.poll() is None:
-            peaks["peak_rss_mib"] = max(peaks["peak_rss_mib"], _status_kib(proc.pid, "VmHWM") / 1024)
-            peaks["peak_rss_anon_mib"] = max(
-                peaks["peak_rss_anon_mib"], _status_kib(proc.pid, "RssAnon") / 1024
-            )
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample_memory, daemon=True)
-    sampler.start()
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if on_line:
-            on_line(line, time.perf_counter() - start)
-    proc.wait()
-    sampler.join()
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd[1:4])} failed with exit code {proc.returncode}")
-    return {**peaks, "seconds": time.perf_counter() - start}, "".join(lines)
-
-
 def training_peak_rss_mib(steps: int) -> float:
     """Peak resident memory of a real `charnn train` of the tutorial's model."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,15 +234,23 @@ def run(quick: bool = False, log=print) -> dict:
         log("scaling table ...")
         result["scaling"] = scaling_table(steps=2)
     measure_peaks()
-    result["gemm_gflops_seen"] = peaks
-    result["gemm_gflops"] = {p: max(seen) for p, seen in peaks.items()}
-    auto = "bf16" if "bf16" in PRECISIONS else "fp32"
-    result["train_auto"] = auto
-    result["train_fraction_of_gemm_peak"] = result["train"][auto]["gflops"] / result["gemm_gflops"][auto]
-    executed = result["train"][auto]["executed_gflops"] / result["gemm_gflops"][auto]
-    result["train_fraction_of_gemm_peak_executed"] = executed
+    result.update(peak_shares(peaks, result["train"]))
     result["cpu_wait_share"] = waiting.take()
     return result
+
+
+def peak_shares(peaks: dict[str, list[float]], train: dict[str, dict]) -> dict:
+    """The GEMM peaks (the highest of those seen in the run, per precision) and the training speed of the
+    precision `auto` trains in, as a share of its peak: by the model's arithmetic and by that executed."""
+    best = {p: max(seen) for p, seen in peaks.items()}
+    auto = "bf16" if "bf16" in best else "fp32"
+    return {
+        "gemm_gflops_seen": peaks,
+        "gemm_gflops": best,
+        "train_auto": auto,
+        "train_fraction_of_gemm_peak": train[auto]["gflops"] / best[auto],
+        "train_fraction_of_gemm_peak_executed": train[auto]["executed_gflops"] / best[auto],
+    }
 
 
 def format_report(result: dict) -> str:
@@ -304,7 +270,7 @@ def format_report(result: dict) -> str:
     for p, seen in result.get("gemm_gflops_seen", {}).items():
         if max(seen) > PEAK_MOVED * min(seen):
             lines.append(
-                f"note: the {p} GEMM rate moved from {min(seen):.0f} to {max(seen):.0f} GFLOP/s in this run "
+                f"note: the {p} GEMM rate ranged from {min(seen):.0f} to {max(seen):.0f} GFLOP/s in this run "
                 "(others share these cores' units); the share of the peak below is of the highest"
             )
     for p, t in result["train"].items():

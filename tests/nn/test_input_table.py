@@ -86,7 +86,7 @@ def test_the_model_hands_its_ids_to_the_training_layers_unless_its_inputs_drop_o
         torch.manual_seed(1)
         logits[io_dropout] = model(ids)[0]
         assert seen == [io_dropout == 0.0] == [layers_get_ids(config, training=True)]
-        assert layers_get_ids(config, training=False)  # what the kernel choice and the bench go by
+        assert layers_get_ids(config, training=False)  # in evaluation nothing drops out
         with torch.no_grad():  # the fused kernel, on the looked-up rows, where no gradient is recorded
             model.eval()
             looked_up = model.rnn(model.embedding(ids), model.init_state(BATCH))[0]

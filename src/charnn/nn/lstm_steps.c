@@ -1,10 +1,11 @@
 /* One time step of charnn's bf16 LSTM layer on a CPU (nn/cpu_lstm.py), its pointwise work in one pass; and
-   one step of generation with bf16 weights (nn/stepper.py), likewise.
+   one step of generation with bf16 weights (nn/stepper.py), likewise, for an LSTM and for a GRU (whose
+   gates are in PyTorch's order r, z, n).
 
    The matrix products stay in PyTorch; between two of them the layer's Python loop ran ten to twenty small
    tensor operations a step, each reading and writing the step's gates again. Here each step is one loop over
-   the batch rows: fp32 arithmetic, bf16 (stored as uint16) where the layer's tensors are bf16, gates in
-   PyTorch's order i, f, g, o. Compiled on first use for the machine it runs on (nn/native.py). */
+   the batch rows: fp32 arithmetic, bf16 (stored as uint16) where the layer's tensors are bf16, an LSTM's
+   gates in PyTorch's order i, f, g, o. Compiled on first use for the machine it runs on (nn/native.py). */
 
 #include <math.h>
 #include <stdint.h>

@@ -49,8 +49,8 @@ class Compiled:
         self._gru_generate.argtypes = [i64, i64, *[ptr] * 6, ctypes.c_int]
         self._transpose = lib.transpose16
         self._transpose.argtypes = [i64, i64, ptr, i64, ptr, ctypes.c_int]
-        functions = (self._forward, self._backward, self._lstm_generate, self._gru_generate)
-        for function in (*functions, self._dropout, self._transpose):
+        steps = (self._forward, self._backward, self._lstm_generate, self._gru_generate)
+        for function in (*steps, self._dropout, self._transpose):
             function.restype = None
 
     def forward(
@@ -88,7 +88,7 @@ class Compiled:
         (fp32, biases in: a table whose row ids[b] (int64) is batch row b's where `ids` is given, else a row
         per batch row), the recurrent part (bf16, batch x 4 hidden) and the cell before (fp32)."""
         batch, hidden = c_prev.shape
-        _check_step_inputs(4, x_part, ids, recurrent, [c_prev])
+        _check_step_inputs(4, x_part, ids, recurrent, c_prev)
         h, c = (torch.empty(batch, hidden, dtype=torch.float32) for _ in range(2))
         self._lstm_generate(
             batch, hidden, x_part.data_ptr(), None if ids is None else ids.data_ptr(), recurrent.data_ptr(),
@@ -103,9 +103,7 @@ class Compiled:
         `lstm_generate_step`, the input biases in), the recurrent part (bf16, batch x 3 hidden) and its
         biases (fp32, 3 hidden), and the state before (fp32)."""
         batch, hidden = h_prev.shape
-        _check_step_inputs(3, x_part, ids, recurrent, [h_prev])
-        if tuple(bias.shape) != (3 * hidden,) or bias.dtype != torch.float32 or not bias.is_contiguous():
-            raise ValueError(f"gru_generate_step takes a contiguous float32 bias of ({3 * hidden},)")
+        _check_step_inputs(3, x_part, ids, recurrent, h_prev, bias)
         h = torch.empty(batch, hidden, dtype=torch.float32)
         self._gru_generate(
             batch, hidden, x_part.data_ptr(), None if ids is None else ids.data_ptr(), recurrent.data_ptr(),
@@ -135,22 +133,32 @@ def _threads(batch: int) -> int:
 
 
 def _check_step_inputs(
-    gates: int, x_part: Tensor, ids: Tensor | None, recurrent: Tensor, states: list[Tensor]
+    gates: int,
+    x_part: Tensor,
+    ids: Tensor | None,
+    recurrent: Tensor,
+    state: Tensor,
+    bias: Tensor | None = None,
 ) -> None:
     """A generation step's tensors, as the C steps read them: contiguous, on the CPU, of the shapes and
-    dtypes its docstring names (`states` fp32, batch x hidden each)."""
-    batch, hidden = states[0].shape
+    dtypes their docstrings name (`state` fp32, batch x hidden). The ids' range is the caller's to check
+    (StepModel does, lookup.check_ids)."""
+    batch, hidden = state.shape
     rows = batch if ids is None else x_part.shape[0]
-    expected = [
-        (x_part, (rows, gates * hidden), torch.float32),
-        (recurrent, (batch, gates * hidden), torch.bfloat16),
-        *[(s, (batch, hidden), torch.float32) for s in states],
-    ]
+    expected = {
+        "input part": (x_part, (rows, gates * hidden), torch.float32),
+        "recurrent part": (recurrent, (batch, gates * hidden), torch.bfloat16),
+        "state": (state, (batch, hidden), torch.float32),
+    }
     if ids is not None:
-        expected.append((ids, (batch,), torch.int64))
-    for t, shape, dtype in expected:
+        expected["ids"] = (ids, (batch,), torch.int64)
+    if bias is not None:
+        expected["bias"] = (bias, (gates * hidden,), torch.float32)
+    for name, (t, shape, dtype) in expected.items():
         if tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
-            raise ValueError(f"a generation step takes a contiguous {dtype} of {shape} on the CPU")
+            raise ValueError(
+                f"a generation step takes its {name} as a contiguous {dtype} of {shape} on the CPU"
+            )
 
 
 @functools.cache

@@ -32,7 +32,7 @@ class Sizes:
     layers: int
     batch: int  # this rank's rows
     steps: int
-    vocab: int = 0  # where the first layer takes ids (nothing drops out on its input): the vocabulary
+    vocab: int = 0  # where the first layer takes ids (model.layers_get_ids): the vocabulary
 
 
 def _key(kernel: str, s: Sizes) -> str:
