@@ -36,6 +36,7 @@ def test_usage_errors(args, needle):
         (["train", "--lr", "1e38"], "--lr must be in (0, 10]"),
         (["train", "--val-fraction", "1"], "--val-fraction must be in [0, 1)"),
         (["train", "--seq-len", "0"], "--seq-len must be at least 1"),
+        (["train", "--seed", str(2**64)], "--seed must be between -9,223,372,036,854,775,808 and"),
         (["train", "--hidden", "200000"], "lower --hidden"),
         (["train", "--device", "cuda"], "no CUDA GPU"),
     ],

@@ -22,6 +22,9 @@ from conftest import assert_clean_error, run_cli
         (["--temperature", "0"], ["--temperature", "--greedy"]),
         (["--temperature", "-0.5"], ["--temperature"]),
         (["--temperature", "nan"], ["--temperature"]),
+        (["--temperature", "1e-40"], ["--temperature", "--greedy"]),  # would overflow float32
+        (["--seed", str(2**64)], ["--seed", "18,446,744,073,709,551,615"]),
+        (["--seed", "9" * 400], ["--seed"]),  # an integer beyond a float
         (["--top-k", "0"], ["--top-k"]),
         (["--top-p", "0"], ["--top-p"]),
         (["--top-p", "1.01"], ["--top-p"]),

@@ -6,7 +6,7 @@ import torch
 import charnn
 from charnn.config import SamplingConfig
 from charnn.errors import CharnnError, ConfigError
-from charnn.sampling import filter_logits, pick
+from charnn.sampling import draw_noise, filter_logits, pick, pick_rows
 
 
 @pytest.mark.parametrize(
@@ -49,6 +49,18 @@ def test_top_p_keeps_the_smallest_nucleus_reaching_p():
     assert kept.tolist() == [[True, False, False, False]]
 
 
+def test_a_top_p_below_float32s_smallest_number_keeps_the_likeliest_char():
+    logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])
+    kept = torch.isfinite(filter_logits(logits, SamplingConfig(top_p=1e-60)))
+    assert kept.tolist() == [[False, True, False], [True, False, False]]
+    noise = draw_noise(torch.Generator().manual_seed(0), 2, 3)
+    one = torch.ones(2)
+    picked = pick_rows(
+        logits, one, torch.full((2,), 3), torch.full((2,), 1e-60), torch.zeros(2, dtype=torch.bool), noise
+    )
+    assert picked.tolist() == [1, 0]
+
+
 def test_low_temperature_sharpens_the_distribution():
     logits = torch.tensor([[0.0, 1.0]])
     g = torch.Generator().manual_seed(0)
@@ -62,6 +74,15 @@ def test_same_seed_same_text_and_different_seed_different_text(trained_run):
     c = charnn.generate(trained_run, "First", 200, seed=8)
     assert a == b and a != c
     assert a.startswith("First") and len(a) == 205
+
+
+def test_an_unseeded_sample_is_random_and_leaves_torchs_own_generator_alone(trained_run):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    texts = {charnn.generate(trained_run, "First", 100) for _ in range(2)}
+    assert torch.equal(torch.rand(3), expected)  # a program's own seed still holds
+    assert len(texts) == 2
 
 
 def test_num_samples_are_independent_and_reproducible(trained_run):

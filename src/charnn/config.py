@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from charnn.declare import Declared, declared, one_of, parse_duration, setting, settle
+from charnn.declare import SEED_BOUNDS, Declared, declared, one_of, parse_duration, setting, settle
 from charnn.errors import ConfigError
 from charnn.tool_settings import TEMPERATURE, CopyingConfig, ExportConfig, InspectConfig
 
@@ -224,7 +224,7 @@ class TrainConfig:
         3, "newest checkpoints to keep (the best is always kept)", ge=1, resumable=True, group="run"
     )
     log_every: int = setting(100, "print the mean loss every N steps", ge=1, resumable=True, group="run")
-    seed: int = setting(42, "seed for weights, data order and dropout", group="optimisation")
+    seed: int = setting(42, "seed for weights, data order and dropout", group="optimisation", **SEED_BOUNDS)
     device: str = _device(
         "auto", "where to train (auto: CUDA when visible, else the CPU)", resumable=True, group="run"
     )
@@ -292,7 +292,10 @@ class SamplingConfig:
     )
     length: int = setting(1000, "characters to generate", ge=0, le=MAX_LENGTH)
     temperature: float = setting(
-        TEMPERATURE, "below 1: safer text; above 1: wilder", gt=0, hint="--greedy picks the most likely char"
+        TEMPERATURE,
+        "below 1: safer text; above 1: wilder",
+        ge=1e-6,
+        hint="--greedy picks the most likely char",
     )
     top_k: int | None = setting(None, "sample only among the k most likely chars", ge=1)
     top_p: float | None = setting(None, "sample only among the most likely chars adding up to p", gt=0, le=1)
@@ -300,7 +303,7 @@ class SamplingConfig:
     num_samples: int = setting(
         1, "samples generated together, printed one after another", ge=1, le=MAX_SAMPLES
     )
-    seed: int | None = setting(None, "same seed, same text", shown_default="random")
+    seed: int | None = setting(None, "same seed, same text", shown_default="random", **SEED_BOUNDS)
     skip_unknown: bool = setting(False, "drop start characters the model never saw")
 
     def __post_init__(self) -> None:

@@ -47,6 +47,10 @@ class Setting:
         return {k: v for k, v in named.items() if v is not None}
 
 
+# What torch.manual_seed takes: a seed setting declares these bounds, so a bigger one is a clear error.
+SEED_BOUNDS = {"ge": -(2**63), "le": 2**64 - 1}
+
+
 def setting(default: Any, help: str, **how: Any) -> Any:
     """Declare a setting: a dataclass field with its default and how it is checked and shown.
 
@@ -116,7 +120,7 @@ class Declared:
             return ""
         if isinstance(value, bool) or not isinstance(value, int if self.kind is int else (int, float)):
             return "must be an integer" if self.kind is int else "must be a number"
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # an int of any size is finite
             return "must be a finite number"
         return self._bounds_problem(value)
 
@@ -140,7 +144,7 @@ class Declared:
 
 
 def _number(x: float) -> str:
-    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+    return f"{x:,}" if isinstance(x, int) else f"{int(x):,}" if x.is_integer() else f"{x:g}"
 
 
 def _kind(annotation: Any) -> tuple[type, bool]:

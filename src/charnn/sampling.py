@@ -28,6 +28,7 @@ def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
         probs = torch.softmax(sorted_logits, dim=-1)
         # Drop a char when the chars ranked above it already reach top_p; the first always stays.
         drop_sorted = probs.cumsum(dim=-1) - probs >= cfg.top_p
+        drop_sorted[..., 0] = False  # even where top_p is below float32's smallest number
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, -math.inf)
     return logits
@@ -92,8 +93,7 @@ def sample(
     """
     model.eval()
     device = model.device
-    generator = torch.Generator()
-    generator.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+    generator = seeded(cfg.seed)
     ids = torch.tensor([start_ids(vocab, start_text(vocab, cfg))], device=device).repeat(cfg.num_samples, 1)
     logits, state = model(ids)
     logits = logits[:, -1]
@@ -129,10 +129,22 @@ def pick_rows(
         sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
         probs = torch.softmax(sorted_logits, dim=-1)
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p[:, None]
+        drop_sorted[:, 0] = False
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         scaled = scaled.masked_fill(drop, -math.inf)
     sampled = (torch.softmax(scaled, dim=-1) / noise).argmax(dim=-1)
     return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+def seeded(seed: int | None) -> torch.Generator:
+    """A generator of its own: seeded with `seed`, or where None from the system's randomness (never by
+    reseeding torch's global generator, which a program using charnn may have seeded itself)."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 def draw_noise(generator: torch.Generator | None, rows: int, vocab: int) -> Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from charnn.declare import setting, settle
+from charnn.declare import SEED_BOUNDS, setting, settle
 
 TEMPERATURE = 1.0  # sampling's default (SamplingConfig's temperature is declared from this too)
 
@@ -36,7 +36,7 @@ class CopyingConfig:
     samples: int = setting(10, "samples to generate", ge=1, le=100)
     length: int = setting(1000, "characters per sample", ge=1, le=100_000)
     temperature: float = setting(TEMPERATURE, "sampling temperature", gt=0)
-    seed: int = setting(0, "same seed, same samples")
+    seed: int = setting(0, "same seed, same samples", **SEED_BOUNDS)
     spans: str = setting("20,50,100", "copied-span lengths k to report, comma-separated")
 
     def __post_init__(self) -> None:

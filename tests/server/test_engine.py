@@ -11,13 +11,15 @@ import httpx
 import pytest
 import torch
 
-from charnn.config import ModelConfig, SamplingConfig
+import charnn
+from charnn.config import ModelConfig, SamplingConfig, ServeConfig
 from charnn.device import cpu_kind
 from charnn.nn.model import CharRNN
 from charnn.nn.stepper import StepModel
 from charnn.sampling import draw_noise, pick, pick_rows
 from charnn.server import background as server
-from charnn.server.engine import BLOCK
+from charnn.server.engine import BLOCK, Engine
+from charnn.server.streams import Stream
 from charnn.store.model_dir import save_model
 from charnn.text.vocab import Vocab
 from conftest import assert_clean_error, events, long_streams, run_cli, wait_until
@@ -116,6 +118,39 @@ def test_a_seeded_request_gives_the_same_text_alone_or_beside_63_others(model_ru
             t.join()
     assert beside == alone
     assert len({t for texts in alone for t in texts}) == 7  # distinct seeds and samples differ
+
+
+def engine_text(loaded, buffer: int, slow: bool, body: dict) -> list[str]:
+    """What a real Engine, in this process, generates for one request whose client reads every step at
+    once, or `slow`ly: 20 ms between takes, so that each time the stream's buffer fills and it pauses."""
+    engine = Engine(loaded, "fp32", ServeConfig(stream_buffer=buffer))
+    stream = Stream(SamplingConfig(**body), body.get("start", ""), timeout=60)
+    engine.submit(stream)
+    steps, reason = [], None
+    while reason is None:
+        time.sleep(0.02 if slow else 0.001)
+        taken, reason = engine.take(stream)
+        steps += taken
+    engine.shutdown()
+    assert reason == "length" and len(steps) == body["length"]
+    return ["".join(step[k] for step in steps) for k in range(len(steps[0]))]
+
+
+@pytest.mark.parametrize("body", [BODIES[0], BODIES[2], BODIES[4]])
+def test_a_stream_paused_for_a_slow_reader_gives_the_same_text(model_run, body):
+    loaded = charnn.load(model_run)
+    body = {**body, "length": 60}
+    never_paused = engine_text(loaded, 1000, False, body)
+    assert engine_text(loaded, 2, True, body) == never_paused
+
+
+@pytest.mark.parametrize("top_k", [10**6, 2**63, 10**300])
+def test_a_top_k_beyond_the_vocabulary_is_none_at_all(model_run, top_k):
+    loaded = charnn.load(model_run)
+    body = {"start": "All:", "length": 30, "seed": 9}
+    assert engine_text(loaded, 1000, False, {**body, "top_k": top_k}) == engine_text(
+        loaded, 1000, False, body
+    )
 
 
 def test_capacity_is_503_with_retry_after_and_counted(model_run):

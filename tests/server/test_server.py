@@ -71,7 +71,9 @@ def test_stream_sends_one_event_per_character(api):
     ("body", "needle"),
     [
         ({"length": 1_000_001}, "less than or equal to 1000000"),
-        ({"temperature": 0}, "greater than 0"),
+        ({"temperature": 0}, "greater than or equal to 0.000001"),
+        ({"seed": 2**64}, "less than or equal to 18446744073709551615"),
+        ({"seed": 10**400}, "less than or equal to"),  # beyond a float: still the bound, not a crash
         ({"top_p": 1.5}, "less than or equal to 1"),
         ({"start": "Zebra~"}, "never saw"),
         ({"length": "lots"}, "valid integer"),

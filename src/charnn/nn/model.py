@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,10 +168,13 @@ class CharRNN(nn.Module):
         """`init=False` skips initialising the weights, for a model whose weights are loaded next."""
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embedding)
         c = config
-        self.rnn = Recurrent(c.cell, c.embedding, c.hidden, c.layers, c.dropout, init, c.weight_dropout)
-        self.head = nn.Linear(config.hidden, config.vocab_size)
+        # PyTorch's layers draw their first weights from torch's global generator; a model whose weights
+        # are loaded next leaves it as it was (a program that seeded it for its own use keeps its numbers).
+        with contextlib.nullcontext() if init else torch.random.fork_rng(devices=[]):
+            self.embedding = nn.Embedding(config.vocab_size, config.embedding)
+            self.rnn = Recurrent(c.cell, c.embedding, c.hidden, c.layers, c.dropout, init, c.weight_dropout)
+            self.head = nn.Linear(config.hidden, config.vocab_size)
         if not init:
             return
         nn.init.uniform_(self.embedding.weight, -0.05, 0.05)

@@ -167,7 +167,7 @@ class Engine:
             for held in self.states[block]:
                 held[:, r] = 0.0
             self.temperature[row] = 1 if cfg.greedy else cfg.temperature  # greedy ignores it
-            self.top_k[row] = cfg.top_k or self.logits.shape[1]
+            self.top_k[row] = min(cfg.top_k or self.logits.shape[1], self.logits.shape[1])  # fits a long
             self.top_p[row] = cfg.top_p if cfg.top_p is not None and cfg.top_p < 1 else 2.0
             self.greedy[row] = cfg.greedy
         with self.cv:
@@ -227,14 +227,14 @@ class Engine:
         self.wakeups.add(active)
 
     def _step(self, active: list[Stream]) -> None:
-        """Advance the blocks holding the rows just picked; other live rows in them keep their state."""
+        """Advance the blocks holding the rows just picked or fed; every other row in them keeps its state
+        (a stream paused by the char just picked still reads that char: its client has it)."""
         with self.cv:
             moving = {r for s in active if s.reason is None for r in s.rows}
-            held = {r for s in self.live if s.paused_since is not None for r in s.rows}
         for block in sorted({r // BLOCK for r in moving}):
             lo, hi = block * BLOCK, (block + 1) * BLOCK
             logits, state = self.stepper.step(self.ids[lo:hi], self.states[block])
-            keep = [r - lo for r in held if lo <= r < hi]
+            keep = [r for r in range(BLOCK) if lo + r not in moving]
             if keep:
                 for new, old in zip(state, self.states[block], strict=True):
                     new[:, keep] = old[:, keep]

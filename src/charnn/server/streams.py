@@ -11,9 +11,8 @@ import contextlib
 import threading
 import time
 
-import torch
-
 from charnn.config import SamplingConfig
+from charnn.sampling import seeded
 
 
 class Busy(Exception):
@@ -29,10 +28,8 @@ class Stream:
         self.feed: list[int] = []  # ids of the start string still to be fed
         self.remaining = cfg.length
         self.deadline = time.monotonic() + timeout
-        self.generator: torch.Generator | None = None
-        if not cfg.greedy:  # greedy draws no random numbers, as sampling.pick
-            self.generator = torch.Generator()
-            self.generator.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+        # greedy draws no random numbers, as sampling.pick
+        self.generator = None if cfg.greedy else seeded(cfg.seed)
         self.buffer: list[list[str]] = []  # steps generated and not yet taken by the client
         self.paused_since: float | None = None  # the buffer is full: not advanced until drained
         self.reason: str | None = None  # why it ended, once it has
@@ -42,10 +39,6 @@ class Stream:
     @property
     def samples(self) -> int:
         return self.cfg.num_samples
-
-    @property
-    def finished(self) -> bool:
-        return self.reason is not None or self.cancelled
 
 
 class Wakeups:
