@@ -107,6 +107,25 @@ def test_oversized_body_is_413(api):
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 413
+    chunked = httpx.post(  # no Content-Length: the body comes in chunks
+        api + "/v1/generate",
+        content=iter([b'{"start": "', *[b"a" * 1000] * 20, b'"}']),
+        headers={"content-type": "application/json"},
+    )
+    assert chunked.status_code == 413
+    small = httpx.post(
+        api + "/v1/generate",
+        content=iter([b'{"start": "All:", ', b'"length": 5, "seed": 1}']),
+        headers={"content-type": "application/json"},
+    )
+    assert small.status_code == 200 and small.json()["text"].startswith("All:")
+
+
+def test_a_client_that_hangs_up_on_a_plain_generate_frees_its_slot(api):
+    with pytest.raises(httpx.ReadTimeout):  # it asked for a million chars and gives up after a second
+        httpx.post(api + "/v1/generate", json={"length": 1_000_000}, timeout=1.0)
+    wait_until(lambda: httpx.get(api + "/v1/stats").json()["live_streams"] == 0, timeout=10)
+    assert httpx.post(api + "/v1/generate", json={"length": 10}).status_code == 200
 
 
 def test_too_many_at_once_get_503_and_disconnect_stops_generation(api):

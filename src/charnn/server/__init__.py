@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -54,7 +55,10 @@ def _server_class() -> type:
         """uvicorn's server, which on SIGTERM or Ctrl-C first ends every live stream with a final event."""
 
         def handle_exit(self, sig: int, frame: object) -> None:
-            self.config.app.state.engine.shutdown("server shutting down")
+            # On a thread of its own: a signal handler runs between two bytecodes of the event loop, which
+            # may hold a lock that ending the streams takes (streams.Wakeups).
+            engine = self.config.app.state.engine
+            threading.Thread(target=engine.shutdown, args=("server shutting down",), daemon=True).start()
             super().handle_exit(sig, frame)
 
     return EndingStreams

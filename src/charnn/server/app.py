@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, create_model
 
@@ -52,18 +52,45 @@ StreamRequest = request_model("StreamRequest", exclude=("num_samples",))
 
 
 class CapBody:
-    """413 for a request whose Content-Length is over `limit` (plain ASGI: streams pass untouched)."""
+    """413 for a request body over `limit` bytes: by its Content-Length, or for a body sent without one
+    (chunked), read here up to the limit and handed on (plain ASGI: responses stream untouched)."""
 
     def __init__(self, app: Any, limit: int):
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.limit:
-                reply = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
-                return await reply(scope, receive, send)
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit():
+            if int(length) > self.limit:
+                return await self._too_big(scope, receive, send)
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._too_big(scope, receive, send)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay() -> dict:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_big(self, scope: dict, receive: Any, send: Any) -> None:
+        reply = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+        await reply(scope, receive, send)
+
+
+async def cancel_when_gone(request: Request, engine: Engine, stream: Stream) -> None:
+    """End `stream` once its client hangs up: a handler that is not streaming is not told otherwise."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    engine.cancel(stream)
 
 
 def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAPI:
@@ -141,19 +168,25 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
         return PlainTextResponse(prometheus(engine.snapshot()), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/generate")
-    async def generate(req: GenerateRequest, copies: Annotated[int, Query(ge=0)] = 0) -> dict:
+    async def generate(
+        req: GenerateRequest, request: Request, copies: Annotated[int, Query(ge=0)] = 0
+    ) -> dict:
         """Generate; `?copies=K` adds the spans of K+ chars each text copies from the training text."""
         started = time.perf_counter()
         stream = admit(req)
         parts: list[list[str]] = [[] for _ in range(req.num_samples)]
         reason = "length"
-        async for item in steps(stream):
-            if isinstance(item, str):
-                reason = item
-                continue
-            for step in item:
-                for part, c in zip(parts, step, strict=True):
-                    part.append(c)
+        watch = asyncio.create_task(cancel_when_gone(request, engine, stream))
+        try:
+            async for item in steps(stream):
+                if isinstance(item, str):
+                    reason = item
+                    continue
+                for step in item:
+                    for part, c in zip(parts, step, strict=True):
+                        part.append(c)
+        finally:
+            watch.cancel()
         texts = [stream.start + "".join(p) for p in parts]
         copied = {"copies": await finder.spans_of(texts, copies)} if copies else {}
         return {
