@@ -97,6 +97,8 @@ def test_the_servers_own_limits_are_422_naming_the_limit(model_run):
             response = httpx.post(base + "/v1/generate", json=body)
             assert response.status_code == 422 and needle in response.json()["detail"]
         assert httpx.get(base + "/v1/model").json()["limits"]["max_samples"] == 2
+        unasked = httpx.post(base + "/v1/generate", json={"start": "A"})  # the default length, 1,000: cut
+        assert unasked.status_code == 200 and len(unasked.json()["text"]) == 51
         assert httpx.post(base + "/v1/generate", json={"length": 50, "num_samples": 2}).status_code == 200
 
 

@@ -107,7 +107,10 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
     def admit(req: BaseModel) -> Stream:
         """The request's stream, taken in by the engine; 422 for a bad request, 503 without room."""
         try:
-            cfg = SamplingConfig(**req.model_dump())
+            values = req.model_dump()
+            if "length" not in req.model_fields_set:  # the default, within this server's limit
+                values["length"] = min(values["length"], limits.max_length)
+            cfg = SamplingConfig(**values)
             for value, limit, what in (
                 (cfg.length, limits.max_length, "length"),
                 (cfg.num_samples, limits.max_samples, "num_samples"),
