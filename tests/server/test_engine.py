@@ -19,6 +19,7 @@ from charnn.nn.stepper import StepModel
 from charnn.sampling import draw_noise, pick, pick_rows
 from charnn.server import background as server
 from charnn.server.engine import BLOCK, Engine
+from charnn.server.metrics import RATE_WINDOW_S
 from charnn.server.streams import Stream
 from charnn.store.model_dir import save_model
 from charnn.text.vocab import Vocab
@@ -151,6 +152,18 @@ def test_a_top_k_beyond_the_vocabulary_is_none_at_all(model_run, top_k):
     assert engine_text(loaded, 1000, False, {**body, "top_k": top_k}) == engine_text(
         loaded, 1000, False, body
     )
+
+
+def test_the_counters_count_every_batched_step_and_each_generated_char(model_run):
+    engine = Engine(charnn.load(model_run), "fp32", ServeConfig())
+    stream = Stream(SamplingConfig(length=3, seed=1), "All:", timeout=60)
+    engine.submit(stream)
+    wait_until(lambda: engine.take(stream)[1] == "length")
+    counts = engine.snapshot()
+    engine.shutdown()
+    # 4 steps feed "All:", 2 more read the first two chars picked; the third needs no step
+    assert (counts["steps_total"], counts["chars_total"], counts["served_total"]) == (6, 3, 1)
+    assert counts["steps_per_s"] == round(6 / RATE_WINDOW_S, 1)
 
 
 def test_capacity_is_503_with_retry_after_and_counted(model_run):

@@ -191,7 +191,9 @@ class Engine:
         for s in active:
             if s.feed:  # the start string goes through the same steps, one char each, batched with the rest
                 self.ids[s.rows] = s.feed.pop(0)
-        self._step(active)
+        rows = self._step(active)
+        with self.cv:
+            self.counters.stepped(rows, sum(s.samples for s in sampling))
 
     def _sample(self, sampling: list[Stream], now: float) -> None:
         """Pick each stream's next chars from its rows' logits and hand them to the stream."""
@@ -223,12 +225,12 @@ class Engine:
                     elif len(s.buffer) >= self.buffer:
                         s.paused_since = now
                 at += s.samples
-            self.counters.stepped(len(ids))
         self.wakeups.add(active)
 
-    def _step(self, active: list[Stream]) -> None:
+    def _step(self, active: list[Stream]) -> int:
         """Advance the blocks holding the rows just picked or fed; every other row in them keeps its state
-        (a stream paused by the char just picked still reads that char: its client has it)."""
+        (a stream paused by the char just picked still reads that char: its client has it). Returns the
+        number of rows advanced."""
         with self.cv:
             moving = {r for s in active if s.reason is None for r in s.rows}
         for block in sorted({r // BLOCK for r in moving}):
@@ -241,6 +243,7 @@ class Engine:
                 logits[keep] = self.logits[lo:hi][keep]
             self.states[block] = state
             self.logits[lo:hi] = logits
+        return len(moving)
 
     def _finish(self, s: Stream, reason: str | None) -> None:
         """End `s` (holding the lock): free its rows and tell its client why (None: it went away)."""

@@ -17,27 +17,29 @@ class Counters:
         self.served = 0  # streams ended, for whatever reason
         self.refused = 0  # 503s: no room, or shutting down
         self.last_batch = 0
-        self.recent: deque[tuple[float, int]] = deque()  # (time, rows) of each step in the window
+        self.recent: deque[tuple[float, int, int]] = deque()  # (time, rows, chars) of the window's steps
 
-    def stepped(self, rows: int) -> None:
+    def stepped(self, rows: int, chars: int) -> None:
+        """The worker generated `chars` chars and advanced `rows` rows in one batched step (a start
+        string's chars are fed by such steps too; a stream's last char needs no step)."""
         now = time.monotonic()
-        self.steps += 1
-        self.chars += rows
+        self.steps += rows > 0
+        self.chars += chars
         self.last_batch = rows
-        self.recent.append((now, rows))
+        self.recent.append((now, rows, chars))
         while self.recent and self.recent[0][0] < now - RATE_WINDOW_S:
             self.recent.popleft()
 
     def snapshot(self, streams: int, rows: int, capacity: int) -> dict:
         now = time.monotonic()
-        recent = [n for t, n in self.recent if t >= now - RATE_WINDOW_S]
+        recent = [(rows, chars) for t, rows, chars in self.recent if t >= now - RATE_WINDOW_S]
         return {
             "live_streams": streams,
             "live_rows": rows,
             "capacity_streams": capacity,
             "batch_rows": self.last_batch if rows else 0,
-            "steps_per_s": round(len(recent) / RATE_WINDOW_S, 1),
-            "chars_per_s": round(sum(recent) / RATE_WINDOW_S, 1),
+            "steps_per_s": round(sum(rows > 0 for rows, _ in recent) / RATE_WINDOW_S, 1),
+            "chars_per_s": round(sum(chars for _, chars in recent) / RATE_WINDOW_S, 1),
             "steps_total": self.steps,
             "chars_total": self.chars,
             "served_total": self.served,
