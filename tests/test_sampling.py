@@ -61,6 +61,11 @@ def test_a_top_p_below_float32s_smallest_number_keeps_the_likeliest_char():
     assert picked.tolist() == [1, 0]
 
 
+def test_a_temperature_no_float_holds_is_refused():
+    with pytest.raises(ConfigError, match="--temperature must be a finite number"):
+        SamplingConfig(temperature=10**400)
+
+
 def test_low_temperature_sharpens_the_distribution():
     logits = torch.tensor([[0.0, 1.0]])
     g = torch.Generator().manual_seed(0)

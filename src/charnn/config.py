@@ -224,7 +224,10 @@ class TrainConfig:
         3, "newest checkpoints to keep (the best is always kept)", ge=1, resumable=True, group="run"
     )
     log_every: int = setting(100, "print the mean loss every N steps", ge=1, resumable=True, group="run")
-    seed: int = setting(42, "seed for weights, data order and dropout", group="optimisation", **SEED_BOUNDS)
+    # NumPy's range: training seeds NumPy too (data order), which takes no more
+    seed: int = setting(
+        42, "seed for weights, data order and dropout", group="optimisation", ge=0, le=2**32 - 1
+    )
     device: str = _device(
         "auto", "where to train (auto: CUDA when visible, else the CPU)", resumable=True, group="run"
     )

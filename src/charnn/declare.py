@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
@@ -47,6 +48,7 @@ class Setting:
         return {k: v for k, v in named.items() if v is not None}
 
 
+_FLOAT_MAX = sys.float_info.max
 # What torch.manual_seed takes: a seed setting declares these bounds, so a bigger one is a clear error.
 SEED_BOUNDS = {"ge": -(2**63), "le": 2**64 - 1}
 
@@ -120,6 +122,8 @@ class Declared:
             return ""
         if isinstance(value, bool) or not isinstance(value, int if self.kind is int else (int, float)):
             return "must be an integer" if self.kind is int else "must be a number"
+        if isinstance(value, int) and self.kind is float and abs(value) > _FLOAT_MAX:
+            return "must be a finite number"  # no float holds it
         if isinstance(value, float) and not math.isfinite(value):  # an int of any size is finite
             return "must be a finite number"
         return self._bounds_problem(value)

@@ -35,7 +35,7 @@ class CopyingConfig:
     text: str | None = setting(None, "check the text of FILE ('-': stdin), not samples", shown_default="none")
     samples: int = setting(10, "samples to generate", ge=1, le=100)
     length: int = setting(1000, "characters per sample", ge=1, le=100_000)
-    temperature: float = setting(TEMPERATURE, "sampling temperature", gt=0)
+    temperature: float = setting(TEMPERATURE, "sampling temperature", ge=1e-6)
     seed: int = setting(0, "same seed, same samples", **SEED_BOUNDS)
     spans: str = setting("20,50,100", "copied-span lengths k to report, comma-separated")
 

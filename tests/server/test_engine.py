@@ -1,5 +1,6 @@
 """The serving engine under real concurrent clients: `charnn serve` on 127.0.0.1 in a subprocess."""
 
+import asyncio
 import random
 import signal
 import socket
@@ -127,13 +128,16 @@ def engine_text(loaded, buffer: int, slow: bool, body: dict) -> list[str]:
     engine = Engine(loaded, "fp32", ServeConfig(stream_buffer=buffer))
     stream = Stream(SamplingConfig(**body), body.get("start", ""), timeout=60)
     engine.submit(stream)
-    steps, reason = [], None
+    steps, reason, pauses = [], None, 0
     while reason is None:
         time.sleep(0.02 if slow else 0.001)
+        with engine.cv:
+            pauses += stream.paused_since is not None
         taken, reason = engine.take(stream)
         steps += taken
     engine.shutdown()
     assert reason == "length" and len(steps) == body["length"]
+    assert pauses > 0 or not slow  # the slow reader did make the stream wait
     return ["".join(step[k] for step in steps) for k in range(len(steps[0]))]
 
 
@@ -152,6 +156,27 @@ def test_a_top_k_beyond_the_vocabulary_is_none_at_all(model_run, top_k):
     assert engine_text(loaded, 1000, False, {**body, "top_k": top_k}) == engine_text(
         loaded, 1000, False, body
     )
+
+
+def test_a_stream_whose_client_went_away_wakes_its_handler(model_run):
+    """A handler that is not streaming waits on the stream's event: ending it must set that too."""
+
+    async def cancelled() -> str | None:
+        engine = Engine(charnn.load(model_run), "fp32", ServeConfig(stream_buffer=1))
+        engine.wakeups.bind(asyncio.get_running_loop())
+        stream = Stream(SamplingConfig(length=100, seed=1), "All:", timeout=60)
+        engine.submit(stream)
+        await asyncio.wait_for(stream.event.wait(), 10)  # its first char: the full buffer pauses it
+        stream.event.clear()
+        await asyncio.sleep(0.2)  # nothing more comes while it is paused
+        assert not stream.event.is_set()
+        engine.cancel(stream)
+        await asyncio.wait_for(stream.event.wait(), 10)
+        reason = engine.take(stream)[1]
+        engine.shutdown()
+        return reason
+
+    assert asyncio.run(cancelled()) == "cancelled"
 
 
 def test_the_counters_count_every_batched_step_and_each_generated_char(model_run):

@@ -99,6 +99,9 @@ def test_the_servers_own_limits_are_422_naming_the_limit(model_run):
         assert httpx.get(base + "/v1/model").json()["limits"]["max_samples"] == 2
         unasked = httpx.post(base + "/v1/generate", json={"start": "A"})  # the default length, 1,000: cut
         assert unasked.status_code == 200 and len(unasked.json()["text"]) == 51
+        with httpx.stream("GET", base + "/v1/generate/stream", params={"start": "A"}) as stream:
+            assert stream.status_code == 200
+            assert sum(1 for _, data in events(stream) if "text" in data) == 51  # the start, then 50
         assert httpx.post(base + "/v1/generate", json={"length": 50, "num_samples": 2}).status_code == 200
 
 
@@ -121,6 +124,15 @@ def test_oversized_body_is_413(api):
         headers={"content-type": "application/json"},
     )
     assert small.status_code == 200 and small.json()["text"].startswith("All:")
+    host, port = api.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:  # chunks beside a small Content-Length
+        conn.sendall(
+            b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"".join(b"%x\r\n%s\r\n" % (1000, b"a" * 1000) for _ in range(20))
+            + b"0\r\n\r\n"
+        )
+        assert conn.recv(100).startswith(b"HTTP/1.1 413")
 
 
 def test_a_client_that_hangs_up_on_a_plain_generate_frees_its_slot(api):

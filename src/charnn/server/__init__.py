@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -55,10 +55,13 @@ def _server_class() -> type:
         """uvicorn's server, which on SIGTERM or Ctrl-C first ends every live stream with a final event."""
 
         def handle_exit(self, sig: int, frame: object) -> None:
-            # On a thread of its own: a signal handler runs between two bytecodes of the event loop, which
-            # may hold a lock that ending the streams takes (streams.Wakeups).
+            # Not here: a signal handler runs between two bytecodes of the event loop, which may hold a
+            # lock that ending the streams takes (streams.Wakeups); the loop runs it next.
             engine = self.config.app.state.engine
-            threading.Thread(target=engine.shutdown, args=("server shutting down",), daemon=True).start()
+            try:
+                asyncio.get_running_loop().call_soon_threadsafe(engine.shutdown, "server shutting down")
+            except RuntimeError:  # no loop running in this thread
+                engine.shutdown("server shutting down")
             super().handle_exit(sig, frame)
 
     return EndingStreams

@@ -61,8 +61,9 @@ class CapBody:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit():
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and b"transfer-encoding" not in headers:  # else the chunks say the length
             if int(length) > self.limit:
                 return await self._too_big(scope, receive, send)
             return await self.app(scope, receive, send)

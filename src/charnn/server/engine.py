@@ -180,23 +180,31 @@ class Engine:
         with self.cv:
             now = time.monotonic()
             for s in [s for s in self.live if self._overdue(s, now)]:
-                why = "time limit" if now > s.deadline else "stalled" if s.paused_since else None
+                why = (
+                    None
+                    if s.cancelled
+                    else "time limit"
+                    if now > s.deadline
+                    else "stalled"
+                    if s.paused_since
+                    else None
+                )
                 self._finish(s, why)
             active = [s for s in self.live if s.paused_since is None]
         if not active:
             return
         sampling = [s for s in active if not s.feed]
-        if sampling:
-            self._sample(sampling, now)
+        emitted = self._sample(sampling, now) if sampling else 0
         for s in active:
             if s.feed:  # the start string goes through the same steps, one char each, batched with the rest
                 self.ids[s.rows] = s.feed.pop(0)
         rows = self._step(active)
         with self.cv:
-            self.counters.stepped(rows, sum(s.samples for s in sampling))
+            self.counters.stepped(rows, emitted)
 
-    def _sample(self, sampling: list[Stream], now: float) -> None:
-        """Pick each stream's next chars from its rows' logits and hand them to the stream."""
+    def _sample(self, sampling: list[Stream], now: float) -> int:
+        """Pick each stream's next chars from its rows' logits and hand them to the stream (returns how
+        many were handed)."""
         rows = torch.tensor([r for s in sampling for r in s.rows])
         logits = self.logits[rows]
         check_finite(logits)  # raised: every stream ends with it as the reason (see _run)
@@ -211,14 +219,16 @@ class Engine:
             noise,
         )
         self.ids[rows] = picked
-        self._emit(sampling, picked.tolist(), now)
+        return self._emit(sampling, picked.tolist(), now)
 
-    def _emit(self, active: list[Stream], ids: list[int], now: float) -> None:
-        chars, at = self.loaded.vocab.chars, 0
+    def _emit(self, active: list[Stream], ids: list[int], now: float) -> int:
+        """Hand each stream its chars (those of streams ended meanwhile are dropped); returns how many."""
+        chars, at, emitted = self.loaded.vocab.chars, 0, 0
         with self.cv:
             for s in active:
                 if s.reason is None:
                     s.buffer.append([chars[i] for i in ids[at : at + s.samples]])
+                    emitted += s.samples
                     s.remaining -= 1
                     if s.remaining == 0:
                         self._finish(s, "length")
@@ -226,6 +236,7 @@ class Engine:
                         s.paused_since = now
                 at += s.samples
         self.wakeups.add(active)
+        return emitted
 
     def _step(self, active: list[Stream]) -> int:
         """Advance the blocks holding the rows just picked or fed; every other row in them keeps its state
@@ -257,5 +268,4 @@ class Engine:
         self.free.extend(reversed(s.rows))
         self.free.sort(reverse=True)
         self.counters.served += 1
-        if reason is not None:
-            self.wakeups.add([s])
+        self.wakeups.add([s])  # also when it went away: a handler not streaming waits on its event

@@ -25,7 +25,7 @@ class Counters:
         now = time.monotonic()
         self.steps += rows > 0
         self.chars += chars
-        self.last_batch = rows
+        self.last_batch = rows or self.last_batch
         self.recent.append((now, rows, chars))
         while self.recent and self.recent[0][0] < now - RATE_WINDOW_S:
             self.recent.popleft()
