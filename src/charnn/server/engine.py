@@ -180,15 +180,8 @@ class Engine:
         with self.cv:
             now = time.monotonic()
             for s in [s for s in self.live if self._overdue(s, now)]:
-                why = (
-                    None
-                    if s.cancelled
-                    else "time limit"
-                    if now > s.deadline
-                    else "stalled"
-                    if s.paused_since
-                    else None
-                )
+                # overdue: the client went away (None: no one to tell), or out of time, or stalled
+                why = None if s.cancelled else "time limit" if now > s.deadline else "stalled"
                 self._finish(s, why)
             active = [s for s in self.live if s.paused_since is None]
         if not active:
