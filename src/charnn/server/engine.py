@@ -237,10 +237,12 @@ class Engine:
         number of rows advanced."""
         with self.cv:
             moving = {r for s in active if s.reason is None for r in s.rows}
+            # free rows need nothing kept: a stream that takes one starts it from zero (_join)
+            held = {r for s in self.live for r in s.rows} - moving
         for block in sorted({r // BLOCK for r in moving}):
             lo, hi = block * BLOCK, (block + 1) * BLOCK
             logits, state = self.stepper.step(self.ids[lo:hi], self.states[block])
-            keep = [r for r in range(BLOCK) if lo + r not in moving]
+            keep = sorted(r - lo for r in held if lo <= r < hi)
             if keep:
                 for new, old in zip(state, self.states[block], strict=True):
                     new[:, keep] = old[:, keep]
