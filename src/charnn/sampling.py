@@ -24,14 +24,19 @@ def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, -math.inf)
     if cfg.top_p is not None and cfg.top_p < 1:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop a char when the chars ranked above it already reach top_p; the first always stays.
-        drop_sorted = probs.cumsum(dim=-1) - probs >= cfg.top_p
-        drop_sorted[..., 0] = False  # even where top_p is below float32's smallest number
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, -math.inf)
+        logits = logits.masked_fill(_outside_nucleus(logits, cfg.top_p), -math.inf)
     return logits
+
+
+def _outside_nucleus(logits: Tensor, top_p: float | Tensor) -> Tensor:
+    """Where a char falls outside the top-p nucleus (`top_p` a number, or one per row as (N, 1)): the chars
+    ranked above it already reach top_p. The first always stays, even where top_p is below float32's
+    smallest number."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+    drop_sorted[..., 0] = False
+    return torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
 
 
 def pick(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator) -> Tensor:
@@ -126,12 +131,7 @@ def pick_rows(
         kth = ranked.gather(1, (top_k.clamp(max=vocab) - 1)[:, None])
         scaled = scaled.masked_fill(scaled < kth, -math.inf)
     if bool((top_p < 1).any()):
-        sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p[:, None]
-        drop_sorted[:, 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        scaled = scaled.masked_fill(drop, -math.inf)
+        scaled = scaled.masked_fill(_outside_nucleus(scaled, top_p[:, None]), -math.inf)
     sampled = (torch.softmax(scaled, dim=-1) / noise).argmax(dim=-1)
     return torch.where(greedy, logits.argmax(dim=-1), sampled)
 
