@@ -191,9 +191,7 @@ class Engine:
         for s in active:
             if s.feed:  # the start string goes through the same steps, one char each, batched with the rest
                 self.ids[s.rows] = s.feed.pop(0)
-        rows = self._step(active)
-        with self.cv:
-            self.counters.stepped(rows, emitted)
+        self._step(active, emitted)
 
     def _sample(self, sampling: list[Stream], now: float) -> int:
         """Pick each stream's next chars from its rows' logits and hand them to the stream (returns how
@@ -231,12 +229,13 @@ class Engine:
         self.wakeups.add(active)
         return emitted
 
-    def _step(self, active: list[Stream]) -> int:
+    def _step(self, active: list[Stream], emitted: int) -> None:
         """Advance the blocks holding the rows just picked or fed; every other row in them keeps its state
-        (a stream paused by the char just picked still reads that char: its client has it). Returns the
-        number of rows advanced."""
+        (a stream paused by the char just picked still reads that char: its client has it). Counted with
+        the `emitted` chars picked before it."""
         with self.cv:
             moving = {r for s in active if s.reason is None for r in s.rows}
+            self.counters.stepped(len(moving), emitted)
             # free rows need nothing kept: a stream that takes one starts it from zero (_join)
             held = {r for s in self.live for r in s.rows} - moving
         for block in sorted({r // BLOCK for r in moving}):
@@ -249,7 +248,6 @@ class Engine:
                 logits[keep] = self.logits[lo:hi][keep]
             self.states[block] = state
             self.logits[lo:hi] = logits
-        return len(moving)
 
     def _finish(self, s: Stream, reason: str | None) -> None:
         """End `s` (holding the lock): free its rows and tell its client why (None: it went away)."""
