@@ -8,6 +8,7 @@ import torch
 import charnn
 import charnn.nn.stepper
 from charnn.config import ModelConfig, SamplingConfig
+from charnn.device import cpu_kind
 from charnn.errors import ConfigError
 from charnn.evaluation import loss_carried
 from charnn.nn import native
@@ -53,11 +54,14 @@ def test_reduced_precision_weights_stay_close(cell, weights):
 
 
 @pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: steps as PyTorch operations")
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_bf16_steps_compiled_give_the_pytorch_steps_numbers(cell, layers):
+def test_steps_compiled_give_the_pytorch_steps_numbers(cell, layers, weights):
+    if weights == "int8" and cpu_kind() == "fp32":
+        pytest.skip("int8 steps are compiled only on CPUs with native bf16; this one has none")
     model = random_model(cell, layers)
-    steps, plain = StepModel(model, "bf16"), StepModel(model, "bf16", compiled_steps=False)
+    steps, plain = StepModel(model, weights), StepModel(model, weights, compiled_steps=False)
     x = torch.randint(0, 23, (64, 30), generator=torch.Generator().manual_seed(0))
     (out, state), (ref, ref_state) = steps(x), plain(x)
     assert not torch.equal(out, ref)  # another path was taken
@@ -69,6 +73,14 @@ def test_bf16_steps_compiled_give_the_pytorch_steps_numbers(cell, layers):
             steps.step(torch.tensor(bad), steps.init_state(1))
     with pytest.raises(ValueError):
         steps.step(torch.tensor([1, 2]), steps.init_state(3))
+
+
+@pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: steps as PyTorch operations")
+def test_int8_steps_are_compiled_only_where_the_cpu_has_native_bf16():
+    # without it (AVX2) int8 generation keeps PyTorch's operations, whose results are recorded there
+    compiled_here = StepModel(random_model("lstm", 1), "int8")._steps is not None
+    assert compiled_here == (cpu_kind() != "fp32")
+    assert StepModel(random_model("rnn", 1), "int8")._steps is None  # no compiled step for a plain RNN
 
 
 @pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: steps as PyTorch operations")

@@ -26,8 +26,8 @@ PACKED_ROWS = 64  # the rows bf16 weights are laid out for (batched generation);
 
 
 def _matmul(weight: Tensor, fmt: str, widen: bool = True) -> Callable[[Tensor], Tensor]:
-    """x (N, in) -> x @ weight.T (N, out) in fp32 (bf16 weights: in bf16 unless `widen`), with the weight
-    stored in format `fmt`."""
+    """x (N, in) -> x @ weight.T (N, out) in fp32 (bf16 and int8 weights: in bf16 unless `widen`), with
+    the weight stored in format `fmt`."""
     if fmt == "fp32":
         wt = weight.detach().float().t().contiguous()
         return lambda x: x @ wt
@@ -42,6 +42,8 @@ def _matmul(weight: Tensor, fmt: str, widen: bool = True) -> Callable[[Tensor], 
         scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
         q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
         scales = scales.to(torch.bfloat16)
+        if not widen:
+            return lambda x: torch._weight_int8pack_mm(x.to(torch.bfloat16), q, scales)
         return lambda x: torch._weight_int8pack_mm(x.to(torch.bfloat16), q, scales).float()
     raise ConfigError(f"weight format must be one of {', '.join(WEIGHT_FORMATS)}, got {fmt!r}")
 
@@ -54,14 +56,18 @@ class StepModel:
         self.config, self.weights, self.cell = cfg, weights, cfg.cell
         self.device = model.embedding.weight.device
         self.hidden, self.layers = cfg.hidden, cfg.layers
-        # With bf16 weights (which generation picks only on CPUs with native bf16) an LSTM's or GRU's step
-        # after each recurrent product is one compiled pass (lstm_steps.c, where `compiled_steps` and it
-        # builds) that reads the product's bf16 and the table's row by id: for 64 samples of the tutorial's
-        # model a step took 593 us instead of 763, and the shipped GRU's 1.36x less time. int8 and fp32 keep
-        # PyTorch's operations: their results are recorded bit for bit on CPU kinds where the compiled
-        # pass's could not be recorded again.
-        cpu_bf16 = weights == "bf16" and cfg.cell in ("lstm", "gru") and self.device.type == "cpu"
-        self._steps = compiled()[0] if cpu_bf16 and compiled_steps else None
+        # On CPUs with native bf16, an LSTM's or GRU's step after each recurrent product is one compiled
+        # pass (lstm_steps.c, where `compiled_steps` and it builds) that reads the product's bf16 (bf16
+        # weights, and int8 weights, whose product comes out in bf16) and the table's row by id: for 64
+        # samples of the tutorial's model a step took 593 us instead of 763, the shipped GRU's 1.36x less
+        # time; one sample of the shipped GRU with int8 weights 1.15x the chars/s (the tutorial's LSTM, whose
+        # step is mostly its int8 product, 1.01x). Without native bf16 (AVX2, where bf16 weights are never
+        # used) int8 keeps PyTorch's operations: its results there are recorded bit for bit, and the
+        # compiled pass has not been measured there.
+        native_bf16 = cpu_kind() != "fp32" or weights == "bf16"
+        takes_steps = weights in ("bf16", "int8") and native_bf16 and cfg.cell in ("lstm", "gru")
+        on_cpu = self.device.type == "cpu"
+        self._steps = compiled()[0] if takes_steps and on_cpu and compiled_steps else None
         with torch.no_grad():
             flat = [w.detach().float() for w in rnn.flat_weights()]
             w_ih, b_ih, b_hh = flat[0], flat[2], flat[3]
