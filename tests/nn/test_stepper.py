@@ -17,6 +17,7 @@ from charnn.nn.stepper import StepModel, choose_weights
 from charnn.sampling import sample
 from charnn.text.corpus import load_corpus
 from charnn.text.vocab import Vocab
+from conftest import PARAGRAPH, TINY
 
 
 def random_model(cell: str, layers: int) -> CharRNN:
@@ -147,3 +148,24 @@ def test_choose_weights(monkeypatch):
     assert choose_weights("auto", good, 64, cpu) == "fp32"
     with pytest.raises(ConfigError, match="no native bf16"):
         choose_weights("bf16", good, 1, cpu)
+
+
+@pytest.mark.parametrize("width", [8, 24, 100])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_int8_products_are_right_at_widths_not_a_multiple_of_16(width, rows):
+    # PyTorch's int8 product returns garbage at these widths, or crashes the process from 2 rows on
+    weight = torch.randn(400, width, generator=torch.Generator().manual_seed(width)) * 0.1
+    x = torch.randn(rows, width, generator=torch.Generator().manual_seed(rows))
+    out, ref = charnn.nn.stepper._matmul(weight, "int8")(x), x @ weight.t()
+    assert float((out - ref).norm() / ref.norm()) < 0.02
+
+
+def test_a_model_of_100_units_trains_evaluates_and_generates_with_int8_weights(tmp_path):
+    # training's last act checks every weight format, int8 too; it crashed at such widths
+    data = tmp_path / "corpus.txt"
+    data.write_text(PARAGRAPH * 20, encoding="utf-8")
+    charnn.train(tmp_path / "run", data=str(data), max_steps=3, quiet=True, **{**TINY, "hidden": 100})
+    checks = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["inference"]["val_loss"]
+    assert abs(checks["int8"] - checks["fp32"]) < 0.01
+    text = charnn.generate(tmp_path / "run", start="A", length=40, weights="int8", seed=1)
+    assert len(text) == 41

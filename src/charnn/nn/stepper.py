@@ -23,6 +23,7 @@ from charnn.nn.model import CELLS, CharRNN, State
 from charnn.nn.native import compiled
 
 PACKED_ROWS = 64  # the rows bf16 weights are laid out for (batched generation); any number works
+INT8_WIDTH_MULTIPLE = 16  # the input widths PyTorch's int8 product reads right
 
 
 def _matmul(weight: Tensor, fmt: str, widen: bool = True) -> Callable[[Tensor], Tensor]:
@@ -40,11 +41,17 @@ def _matmul(weight: Tensor, fmt: str, widen: bool = True) -> Callable[[Tensor], 
     if fmt == "int8":
         w = weight.detach().float()
         scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
-        scales = scales.to(torch.bfloat16)
-        if not widen:
-            return lambda x: torch._weight_int8pack_mm(x.to(torch.bfloat16), q, scales)
-        return lambda x: torch._weight_int8pack_mm(x.to(torch.bfloat16), q, scales).float()
+        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        # PyTorch's int8 product reads its inputs 16 at a time: at other widths it returns garbage or
+        # crashes (torch 2.13), so those are padded with zeros, which add nothing to the product
+        pad = -q.shape[1] % INT8_WIDTH_MULTIPLE
+        q, scales = torch.nn.functional.pad(q, (0, pad)).contiguous(), scales.to(torch.bfloat16)
+
+        def product(x: Tensor) -> Tensor:
+            x = x.to(torch.bfloat16)
+            return torch._weight_int8pack_mm(torch.nn.functional.pad(x, (0, pad)) if pad else x, q, scales)
+
+        return product if not widen else lambda x: product(x).float()
     raise ConfigError(f"weight format must be one of {', '.join(WEIGHT_FORMATS)}, got {fmt!r}")
 
 
