@@ -44,6 +44,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def atomic_stream(path: Path, chunks: Iterable[bytes]) -> None:
     """atomic_write for data produced piece by piece (never all in memory at once)."""
+    if not path.name:  # "", "." or "/": no file can be put there
+        raise RunDirError(f"{path}: a folder, not a file to write")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -85,7 +87,10 @@ def write_folder(final: Path, files: dict[str, bytes]) -> None:
         if old.exists() and not final.exists():
             os.replace(old, final)
         raise write_error(final, e) from None
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_symlink():  # a link given as the folder: the link is replaced, what it pointed at stays
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json(path: Path) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -39,6 +40,42 @@ def test_a_non_empty_out_is_refused_unless_force(model_run, tmp_path):
     result = run_cli("export", str(model_run), "--out", str(out), "--force")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["charnn.json", "model.onnx", "vocab.json"]
+
+
+@pytest.mark.parametrize(
+    ("target", "what"),
+    [
+        ("run", "the model being exported"),
+        ("run/model", "the model being exported"),
+        (".", "the model being exported"),
+        ("here", "the current folder"),
+        ("here/..", "the model being exported"),
+    ],
+)
+def test_force_never_replaces_the_model_being_exported_or_the_current_folder(
+    model_run, tmp_path, target, what
+):
+    run = shutil.copytree(model_run, tmp_path / "run")
+    (tmp_path / "here" / "mine").mkdir(parents=True)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    cwd = tmp_path / "here" / "mine" if target == "here" else tmp_path
+    for model in (run, run / "model"):
+        result = run_cli("export", str(model), "--out", str(tmp_path / target), "--force", cwd=cwd)
+        assert_clean_error(result, "--out holds " + what, "a folder of its own")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (run / "model" / "model.safetensors").exists()
+
+
+def test_force_replaces_a_link_given_as_out_and_leaves_what_it_pointed_at(model_run, tmp_path):
+    target = tmp_path / "kept"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine", encoding="utf-8")
+    (tmp_path / "link").symlink_to(target)
+    result = run_cli("export", str(model_run), "--out", str(tmp_path / "link"), "--force")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "link" / "model.onnx").exists() and not (tmp_path / "link").is_symlink()
+    assert (target / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "link"]  # nothing left beside them
 
 
 def test_an_unwritable_out(model_run, tmp_path):

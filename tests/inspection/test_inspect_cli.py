@@ -53,3 +53,6 @@ def test_bad_inputs_are_one_clear_line(trained_run, tmp_path):
     assert_clean_error(
         run_cli("inspect", run, "--text", "All:", "--out", str(blocked / "p.html")), "cannot write"
     )
+    for folder in ("", ".", "/"):
+        result = run_cli("inspect", run, "--text", "All:", "--out", folder, cwd=tmp_path)
+        assert_clean_error(result, "a folder, not a file to write")

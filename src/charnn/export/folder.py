@@ -94,10 +94,15 @@ def page_files() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in PAGE_FILES}
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse an --out that is a file, or a non-empty folder unless --force."""
+def check_out(out: Path, force: bool, model: Path) -> None:
+    """Refuse an --out that is a file, or a non-empty folder unless --force, or one that --force would
+    replace with the model being exported inside it, or the current folder."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: --out is a file, not a folder")
+    where = out.resolve()
+    for inside, what in ((model.resolve(), "the model being exported"), (Path.cwd(), "the current folder")):
+        if where == inside or where in inside.parents:
+            raise RunDirError(f"{out}: --out holds {what}; export into a folder of its own")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise RunDirError(f"{out}: --out is not empty; pass --force to replace what it holds")
 
@@ -122,7 +127,7 @@ def export(model: str | Path | LoadedModel, **settings: object) -> Exported:
         raise ConfigError("--out is required: the folder to write the export into")
     out = Path(cfg.out).expanduser()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    check_out(out, cfg.force)
+    check_out(out, cfg.force, loaded.path)
     files = export_files(loaded, cfg.format)
     warnings = []
     size = len(files["model.onnx"])
