@@ -131,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "serve", "a web page and HTTP API to generate from a model", description=description
     )
     p.set_defaults(handler=_serve)
-    description = "Write a model as an ONNX step graph, or as a page that generates in a browser (needs: pip "
-    "install 'charnn[export]'; --format web also onnxruntime-web from npm, see docs/export.md)."
+    description = (
+        "Write a model as an ONNX step graph, or as a page that generates in a browser (needs: pip "
+        "install 'charnn[export]'; --format web also onnxruntime-web from npm, see docs/export.md)."
+    )
     p = _model_command(sub, "export", "the model as ONNX, or as a web page", description=description)
     p.set_defaults(handler=_export)
     p = _model_command(sub, "copying", "how much of what a model writes is copied from its training text")
@@ -159,10 +161,12 @@ def _train(args: argparse.Namespace) -> int:
 
     from charnn.training.run import train
 
-    opts = build(RunOptions, given(args, RunOptions))
+    chosen = given(args, RunOptions)
+    opts = build(RunOptions, chosen)
     out = opts.out or f"runs/{opts.preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     settings = {**given(args, ModelConfig), **given(args, TrainConfig)}
-    run = {"preset": opts.preset, "resume": opts.resume, "overwrite": opts.overwrite, "quiet": opts.quiet}
+    preset = chosen.get("preset")  # None: the seed preset, or on --resume the run's own
+    run = {"preset": preset, "resume": opts.resume, "overwrite": opts.overwrite, "quiet": opts.quiet}
     result = train(out, **run, **settings)
     val = f", best val loss {result.val_loss:.4f} nats/char" if result.val_loss is not None else ""
     print(

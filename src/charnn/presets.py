@@ -197,18 +197,28 @@ def settings_for(
     return model, TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_FIELDS})
 
 
-def resume_settings(saved: dict, overrides: dict) -> tuple[str, dict, TrainConfig]:
-    """A resumed run's preset and settings: the saved ones; only when to stop and how to report may change."""
-    preset = saved.get("preset", "seed")
+STOP_SETTINGS = ("epochs", "max_steps", "time_budget")
+
+
+def resume_settings(saved: dict, overrides: dict, preset: str | None = None) -> tuple[str, dict, TrainConfig]:
+    """A resumed run's preset and settings: the saved ones; only when to stop and how to report may change.
+    A stop setting given replaces every saved one (--epochs 3 after --max-steps 20 trains 3 epochs)."""
+    if not isinstance(saved.get("model", {}), dict) or not isinstance(saved.get("train", {}), dict):
+        raise ValueError("its model and train entries are not objects")
+    saved_preset = saved.get("preset", "seed")
+    if preset is not None and preset != saved_preset:
+        raise ConfigError(f"cannot resume with --preset {preset}: the run was started with {saved_preset}")
     base = {**saved.get("model", {}), **saved.get("train", {})}
     base.pop("vocab_size", None)
     given = {k: v for k, v in overrides.items() if v is not None}
+    if any(k in given for k in STOP_SETTINGS):
+        base = {k: v for k, v in base.items() if k not in STOP_SETTINGS}
     changed = sorted(k for k, v in given.items() if k not in RESUMABLE and base.get(k, v) != v)
     if changed:
         diffs = ", ".join(f"{k} {base.get(k)!r} -> {given[k]!r}" for k in changed)
         raise ConfigError(f"cannot resume with different settings ({diffs}); start a new run instead")
-    model, cfg = settings_for(preset, given, base)
-    return preset, model, cfg
+    model, cfg = settings_for(saved_preset, given, base)
+    return saved_preset, model, cfg
 
 
 def run_settings(

@@ -120,6 +120,23 @@ def test_bf16_on_two_ranks_tracks_one_process(tmp_path, corpus, kernel):
     assert json.loads((tmp_path / "two" / step / "state.json").read_text())["lstm_kernel"] == kernel
 
 
+def test_a_two_rank_stream_run_saves_every_streams_state_and_resumes_exactly_on_one_process(tmp_path, corpus):
+    common = ["--data", str(corpus), "--batching", "stream", "--layers", "2", *FLAGS, "--save-every", "4"]
+    single = run_cli("train", "--out", "one", *common, "--max-steps", "8", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    double = torchrun("--out", "two", *common, "--max-steps", "4", cwd=tmp_path)
+    assert double.returncode == 0, why(double)
+    step = "checkpoints/step-000000004"
+    one, two = (load_file(str(tmp_path / run / step / "optimizer.safetensors")) for run in ("one", "two"))
+    carried = [k for k in one if k.startswith("loop.carry")]
+    assert carried and all(two[k].shape == one[k].shape == (2, 8, 32) for k in carried)  # all 8 streams
+    assert max(float((one[k] - two[k]).abs().max()) for k in carried) < 1e-5
+    resumed = run_cli("train", "--out", "two", "--resume", "--max-steps", "8", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    step = "checkpoints/step-000000008"
+    assert max_diff(weights(tmp_path / "one" / step), weights(tmp_path / "two" / step)) < 1e-5
+
+
 def test_a_killed_two_rank_run_resumes_on_one_process(tmp_path, corpus):
     common = ["--data", str(corpus), "--max-steps", "100000", "--save-every", "2", *FLAGS]
     proc = torchrun("--out", "run", *common, cwd=tmp_path, wait=False)

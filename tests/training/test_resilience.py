@@ -6,7 +6,6 @@ import random
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from charnn.store.rundir import RunDir
 from charnn.text.corpus import load_corpus
 from charnn.training.loop import Loop
 from charnn.training.progress import Reporter
-from conftest import TINY, TINY_FLAGS, assert_clean_error, run_cli
+from conftest import TINY, TINY_FLAGS, assert_clean_error, run_cli, snapshot, tmpfs
 
 
 @pytest.fixture
@@ -98,25 +97,6 @@ def test_sigterm_saves_and_exits_143(tmp_path, corpus):
     assert proc.returncode == 143, err
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert int(RunDir(tmp_path / "run").checkpoints()[-1].name[5:]) >= 7
-
-
-@contextmanager
-def tmpfs(path: Path, size_kb: int):
-    """A real, tiny filesystem to fill up or make read-only (needs root, as in CI)."""
-    path.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus):

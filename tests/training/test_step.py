@@ -88,7 +88,7 @@ def test_the_gradient_scalers_state_round_trips_through_a_checkpoint(tmp_path, c
     saved = first.scaler_state()
     assert saved["scale"] == 2.0**11 and saved["_growth_tracker"] == 1  # grew once, one step towards the next
     progress = state.Progress(step=3)
-    path = state.save(run, progress, first, first.cfg, "sha", batches.steps_per_epoch)
+    path = state.save(run, progress, None, first, first.cfg, "sha", batches.steps_per_epoch)
     second, _ = make(corpus_file, precision="fp32")
     second.scaler = torch.amp.GradScaler("cpu")
     state.restore(load_checkpoint(path), state.Progress(), second, "sha", "corpus")

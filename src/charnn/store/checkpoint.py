@@ -19,6 +19,7 @@ from charnn.fileio import read_json, write_folder
 from charnn.store.model_dir import FORMAT_VERSION, fp32_tensors, read_tensors
 
 CHECKPOINTS_DIR = "checkpoints"
+RESUME_BEFORE = "delete this checkpoint folder to resume from the one before"
 
 
 def checkpoint_name(step: int) -> str:
@@ -114,11 +115,17 @@ class Checkpoint:
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read and verify one checkpoint folder."""
-    state = read_json(path / "state.json")
-    if state.get("format_version", FORMAT_VERSION + 1) > FORMAT_VERSION:
+    try:
+        state = read_json(path / "state.json")
+    except ModelFileError as e:
+        raise ModelFileError(f"{e}; {RESUME_BEFORE}") from None
+    version = state.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{path / 'state.json'}: damaged (no format version); {RESUME_BEFORE}")
+    if version > FORMAT_VERSION:
         raise ModelFileError(f"{path}: written by a newer charnn; upgrade charnn to resume it")
-    weights = read_tensors(path / "model.safetensors", state.get("weights_sha256"))
-    opt_tensors = read_tensors(path / "optimizer.safetensors", state.get("optimizer_sha256"))
+    weights = read_tensors(path / "model.safetensors", state.get("weights_sha256"), RESUME_BEFORE)
+    opt_tensors = read_tensors(path / "optimizer.safetensors", state.get("optimizer_sha256"), RESUME_BEFORE)
     opt_tensors.pop("empty", None)
     loop = {k.removeprefix("loop."): opt_tensors.pop(k) for k in list(opt_tensors) if k.startswith("loop.")}
     try:

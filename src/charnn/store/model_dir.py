@@ -130,8 +130,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", verify: boo
     return LoadedModel(model, vocab, config, info, directory)
 
 
-def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; with `sha256`, refuse a file whose hash differs."""
+def read_tensors(
+    path: Path, sha256: str | None = None, advice: str = "pass --no-verify to load it anyway"
+) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; with `sha256`, refuse a file whose hash differs (saying `advice`)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -140,8 +142,7 @@ def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tenso
         raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise ModelFileError(
-            f"{path}: sha256 does not match the one recorded at save time (damaged or modified); "
-            "pass --no-verify to load it anyway"
+            f"{path}: sha256 does not match the one recorded at save time (damaged or modified); {advice}"
         )
     try:
         return load_tensors(data)

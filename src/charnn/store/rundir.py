@@ -13,7 +13,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from charnn.errors import RunDirError
-from charnn.fileio import atomic_write, read_json, write_json
+from charnn.fileio import atomic_write, read_json, write_error, write_json
 from charnn.store.checkpoint import CHECKPOINTS_DIR, list_checkpoints
 from charnn.store.model_dir import MODEL_DIR
 
@@ -21,6 +21,7 @@ ARGS_FILE = "train_args.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
 LOCK_FILE = ".lock"
+REPLACED_DIR = ".replaced"  # an overwritten run, kept until the run replacing it has a checkpoint
 _RUN_MARKERS = (ARGS_FILE, MODEL_DIR, CHECKPOINTS_DIR, METRICS_FILE)
 
 
@@ -36,7 +37,9 @@ class RunDir:
         self._lock_fd: int | None = None
 
     def holds_run(self) -> bool:
-        return self.path.is_dir() and any((self.path / m).exists() for m in _RUN_MARKERS)
+        """Whether the folder holds files of a charnn run (a model/ charnn did not write does not count)."""
+        made = (self.args_path, self.metrics_path, self.model_dir / "config.json")
+        return self.path.is_dir() and (any(p.exists() for p in made) or bool(self.checkpoints()))
 
     def checkpoints(self) -> list[Path]:
         return list_checkpoints(self.path)
@@ -54,22 +57,49 @@ class RunDir:
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise RunDirError(f"{self.path}: the run folder is not writable")
         self.lock()
+        self.settle_replaced()
         if resume:
             self.recover()
             if not self.checkpoints():
                 raise RunDirError(f"{self.path}: no complete checkpoint to resume from; drop --resume")
-        elif self.holds_run():
-            if not overwrite:
+            return
+        if not self.holds_run():
+            foreign = [m for m in (MODEL_DIR, CHECKPOINTS_DIR) if (self.path / m).exists()]
+            if foreign:
                 raise RunDirError(
-                    f"{self.path}: already holds a run; "
-                    "pass --resume to continue it or --overwrite to replace it"
+                    f"{self.path}: holds {foreign[0]}/, which charnn did not write; pick another --out"
                 )
+        elif not overwrite:
+            raise RunDirError(
+                f"{self.path}: already holds a run; pass --resume to continue it or --overwrite to replace it"
+            )
+        else:  # set aside, not deleted: a new run that fails before its first checkpoint puts it back
+            replaced = self.path / REPLACED_DIR
+            replaced.mkdir()
+            for marker in (*_RUN_MARKERS, PLOT_FILE):
+                if (self.path / marker).exists():
+                    os.replace(self.path / marker, replaced / marker)
+
+    def settle_replaced(self) -> None:
+        """An overwritten run set aside: deleted once the new run has a checkpoint, else put back."""
+        replaced = self.path / REPLACED_DIR
+        if not replaced.is_dir():
+            return
+        if not self.checkpoints():
             for marker in (*_RUN_MARKERS, PLOT_FILE):
                 target = self.path / marker
                 if target.is_dir():
                     shutil.rmtree(target)
                 else:
                     target.unlink(missing_ok=True)
+                if (replaced / marker).exists():
+                    os.replace(replaced / marker, target)
+        shutil.rmtree(replaced, ignore_errors=True)
+
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the run's lock (and so may tidy the folder)."""
+        return self._lock_fd is not None
 
     def lock(self) -> None:
         """Take the run's lock (held until unlock() or the process ends, even by SIGKILL)."""
@@ -121,26 +151,37 @@ class RunDir:
         write_json(self.args_path, args)
 
     def append_metrics(self, record: dict) -> None:
-        """Add one JSON line to metrics.jsonl."""
+        """Add one JSON line to metrics.jsonl; where it cannot be written whole (a full disk), none of it."""
+        line = memoryview((json.dumps(record) + "\n").encode("utf-8"))
         try:
-            with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            with open(self.metrics_path, "ab", buffering=0) as f:  # unbuffered: what failed is known
+                size = os.fstat(f.fileno()).st_size
+                try:
+                    while line:
+                        line = line[f.write(line) :]
+                except OSError:
+                    f.truncate(size)  # no torn line left behind
+                    raise
         except OSError as e:
-            raise RunDirError(f"{self.metrics_path}: cannot write ({e.strerror or e})") from None
+            raise write_error(self.metrics_path, e) from None
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop metric lines after `last_step` (work lost since the checkpoint a run resumes from)."""
-        if not self.metrics_path.exists():
-            return
-        kept = [
-            line
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= last_step
-        ]
-        atomic_write(self.metrics_path, "".join(line + "\n" for line in kept).encode("utf-8"))
+        """Drop metric lines after `last_step` (work lost since the checkpoint a run resumes from), and any
+        line torn by a crash or a full disk."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
+        if kept or self.metrics_path.exists():
+            atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
 
     def read_metrics(self) -> list[dict]:
+        """The lines of metrics.jsonl, less any that a crash or a full disk left torn."""
         if not self.metrics_path.exists():
             return []
-        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return [r for r in map(_record, self.metrics_path.read_text(encoding="utf-8").splitlines()) if r]
+
+
+def _record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step", 0), int) else None

@@ -112,6 +112,15 @@ def sum_all(values: list[float], ranks: Ranks) -> list[float]:
     return t.tolist()
 
 
+def gather_rows(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """Every rank's rows of `t` (layers, rows, ...) in rank order: the whole batch's, on every rank."""
+    if not ranks.enabled:
+        return t
+    parts = [torch.empty_like(t) for _ in range(ranks.world)]
+    _collective(lambda: dist.all_gather(parts, t.contiguous()))
+    return torch.cat(parts, dim=1)
+
+
 def _collective(call: Callable[[], object]) -> None:
     try:
         call()

@@ -49,7 +49,7 @@ class TrainResult:
 
 
 class Stopped(CharnnError):
-    """Training was stopped by a signal after saving a checkpoint."""
+    """Training was stopped by a signal: after saving a checkpoint, or at once by a second Ctrl-C."""
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
@@ -120,8 +120,12 @@ class Loop:
 
     def restore(self, ckpt: Checkpoint) -> None:
         """Continue exactly where checkpoint `ckpt` left off."""
-        state.restore(ckpt, self.progress, self.train_step, self.corpus.sha256, self.corpus.source)
-        self.progress.planned_steps = self.step_limit or self.progress.planned_steps
+        p = self.progress
+        state.restore(ckpt, p, self.train_step, self.corpus.sha256, self.corpus.source)
+        if self.cfg.time_budget is None or not p.planned_steps:  # else the saved estimate, as if not stopped
+            p.planned_steps = self.step_limit or p.planned_steps
+        elif self.step_limit:
+            p.planned_steps = min(p.planned_steps, self.step_limit)
         self.has_model = True
 
     # ---- validation and saving ------------------------------------------------------------------------
@@ -189,14 +193,20 @@ class Loop:
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint (rank 0 only; every rank must call this, as it may evaluate)."""
-        if not self.has_model:  # a run stopped before its first evaluation still gets a model
-            self._after_eval(self.evaluate())
+        if not self.has_model:  # a run stopped before its first evaluation still gets a model, not a best:
+            self.has_model = True  # the first evaluation replaces it, as in a run not stopped here
+            if self.ranks.is_main:
+                model = self.train_step.model
+                save_model(self.rundir.model_dir, model, self.corpus.vocab, self.training_summary())
+        p = self.progress
+        carry = p.carry and tuple(distributed.gather_rows(s, self.ranks) for s in p.carry)  # every stream
         if not self.ranks.is_main:
             return None
         path = state.save(
-            self.rundir, self.progress, self.train_step, self.cfg, self.corpus.sha256, self.steps_per_epoch
+            self.rundir, p, carry, self.train_step, self.cfg, self.corpus.sha256, self.steps_per_epoch
         )
         state.prune(self.rundir, self.cfg.keep, self.progress.best_step)
+        self.rundir.settle_replaced()  # a run this one overwrote goes now that this one has a checkpoint
         return path
 
     # ---- the loop -------------------------------------------------------------------------------------
@@ -243,9 +253,10 @@ class Loop:
         try:
             result = self.train_step(x, y, lr, p.carry, mix=mix, step=p.step)
         except NonFiniteLoss as e:
+            kept = "the last good checkpoint is kept" if self.rundir.checkpoints() else "no checkpoint yet"
+            fp32 = ", or use --precision fp32" if self.train_step.dtype != torch.float32 else ""
             raise TrainingError(
-                f"{e} at step {p.step + 1}; the last good checkpoint is kept. "
-                "Lower --lr, set --clip 1.0, or use --precision fp32"
+                f"{e} at step {p.step + 1}; {kept}. Lower --lr or set --clip 1.0{fp32}"
             ) from None
         seconds = self.clock() - started
         if self.batches.carries_state and cut == self.cfg.seq_len:
@@ -268,6 +279,7 @@ class Loop:
         window_time, epoch_start, epoch_losses = 0.0, self.clock(), []
         evaluated_at = saved_at = p.step
         reason = self._stop_reason()
+        interrupted = False
         try:
             while reason is None:
                 epoch, index = divmod(p.step, spe)
@@ -298,10 +310,12 @@ class Loop:
                     saved_at = p.step
                 if reason is None:
                     reason = self._agreed_signal(signals)
-        except KeyboardInterrupt:
-            reason = "SIGINT"
+        except KeyboardInterrupt:  # a second Ctrl-C: the step it cut short may be half done
+            interrupted = True
         finally:
             self.reporter.close()
+        if interrupted:
+            raise self._interrupted()
         if reason in ("SIGINT", "SIGTERM"):
             return self._stopped_by_signal(reason, saved_at)
         if evaluated_at != p.step or not self.has_model:
@@ -309,6 +323,18 @@ class Loop:
         if saved_at != p.step:
             self.save_checkpoint()
         return self._result(reason or "done")
+
+    def _interrupted(self) -> Stopped:
+        """What a second Ctrl-C ends with: nothing saved from a state a step may have left half done."""
+        found = self.rundir.checkpoints() if self.ranks.is_main else []
+        kept = (
+            f"continue from {found[-1]} with: charnn train --out {self.rundir.path} --resume"
+            if found
+            else "there is no checkpoint yet"
+        )
+        return Stopped(
+            f"stopped at once by a second Ctrl-C, nothing saved since the last checkpoint; {kept}", 130
+        )
 
     def _stopped_by_signal(self, name: str, saved_at: int) -> TrainResult:
         path = self.save_checkpoint() if saved_at != self.step else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from charnn.config import ModelConfig
 from charnn.device import cpu_kind, resolve_device
-from charnn.errors import ConfigError
+from charnn.errors import ConfigError, RunDirError
 from charnn.evaluation import weight_checks
 from charnn.presets import resume_settings, run_settings, settings_for, variant_note
 from charnn.store.checkpoint import load_checkpoint
@@ -31,7 +31,7 @@ WEIGHT_CHECK_CHARS = 200_000  # enough to see a 0.01-nat change, quick even for 
 def train(
     out: str | Path,
     *,
-    preset: str = "seed",
+    preset: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
@@ -40,8 +40,9 @@ def train(
 ) -> TrainResult:
     """Train a model into run folder `out`; `settings` are ModelConfig and TrainConfig fields by name.
 
-    `resume` continues the run in `out` with its own settings (only when to stop and how to report may
-    change); `overwrite` replaces a run there; `clock` gives the seconds time budgets are measured in."""
+    `preset` defaults to seed for a new run; `resume` continues the run in `out` with its own preset and
+    settings (only when to stop and how to report may change; a stop setting given replaces the saved
+    ones); `overwrite` replaces a run there; `clock` gives the seconds time budgets are measured in."""
     ranks = distributed.ranks_from_env()
     main = ranks.is_main
     run = RunDir(out)
@@ -52,9 +53,18 @@ def train(
                 "--init-from starts a new run from a model; it cannot be combined with --resume"
             )
         saved = run.read_args()
-        preset, model_settings, cfg = resume_settings(saved, settings)
-        origin = init_from.resumed(saved)
+        if settings.get("data") is not None:  # as given, the same file as the saved absolute path
+            settings = {**settings, "data": canonical_source(settings["data"])}
+        try:
+            preset, model_settings, cfg = resume_settings(saved, settings, preset)
+            origin = init_from.resumed(saved)
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunDirError(
+                f"{run.args_path}: damaged ({type(e).__name__}: {e}); it records the run's settings, "
+                "so the run cannot be resumed without it as saved"
+            ) from None
     else:
+        preset = preset or "seed"
         plain = model_settings, cfg = settings_for(preset, settings)
         kind = cpu_kind() if cfg.init_from is None and resolve_device(cfg.device).type == "cpu" else ""
         if kind:  # a preset may take other settings on this kind of CPU, where they measured better
@@ -94,6 +104,8 @@ def train(
         if main and result.stopped_by != "stopped":
             _check_weight_formats(run, loop.val_ids)
     except BaseException:
+        if main and run.locked:  # an overwritten run comes back where this one has no checkpoint
+            run.settle_replaced()
         run.unlock()
         distributed.finish(ranks, clean=False)
         raise

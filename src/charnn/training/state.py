@@ -11,7 +11,7 @@ from pathlib import Path
 from charnn.config import OLD_LSTM_KERNELS, TrainConfig
 from charnn.errors import ModelFileError
 from charnn.nn.model import State
-from charnn.store.checkpoint import Checkpoint, save_checkpoint
+from charnn.store.checkpoint import RESUME_BEFORE, Checkpoint, save_checkpoint
 from charnn.store.model_dir import load_weights
 from charnn.store.rundir import RunDir
 from charnn.training import rng
@@ -35,12 +35,14 @@ class Progress:
 def save(
     run: RunDir,
     progress: Progress,
+    carry: State | None,
     step: TrainStep,
     cfg: TrainConfig,
     corpus_sha256: str,
     steps_per_epoch: int,
 ) -> Path:
-    """Write checkpoints/step-N/ for the run's current state; returns its path."""
+    """Write checkpoints/step-N/ for the run's current state, `carry` the state carried on for every
+    stream of the global batch; returns its path."""
     n = progress.step
     state = {
         "epoch": n // steps_per_epoch,
@@ -58,7 +60,7 @@ def save(
         "rng": rng.capture(),
         "grad_scaler": step.scaler_state(),
     }
-    loop = {f"carry.{i}": s for i, s in enumerate(progress.carry)} if progress.carry else {}
+    loop = {f"carry.{i}": s for i, s in enumerate(carry)} if carry else {}
     return save_checkpoint(run.path, n, step.model, step.optimizer, state, loop)
 
 
@@ -77,22 +79,42 @@ def restore(ckpt: Checkpoint, progress: Progress, step: TrainStep, corpus_sha256
     try:
         step.optimizer.load_state_dict(ckpt.optimizer)
         step.load_scaler_state(state.get("grad_scaler"))
-        progress.step = int(state["step"])
+        progress.step = _count(state["step"])
+        if progress.step != int(ckpt.path.name.removeprefix("step-")):
+            raise ValueError(f"step {progress.step} in the folder of step {ckpt.path.name}")
         progress.train_time = float(state["train_time_s"])
-        progress.planned_steps = int(state["planned_steps"])
-        progress.best_val, progress.best_step = state["best_val_loss"], int(state["best_step"])
-        progress.last_loss = state["last_loss"]
+        progress.planned_steps = _count(state["planned_steps"])
+        best = state["best_val_loss"]
+        progress.best_val, progress.best_step = (
+            None if best is None else float(best),
+            _count(state["best_step"]),
+        )
+        progress.last_loss = float(state["last_loss"])
         carry = [ckpt.loop_tensors[f"carry.{i}"] for i in range(len(ckpt.loop_tensors))]
-        progress.carry = tuple(t.to(step.device, step.dtype) for t in carry) if carry else None
+        c = step.model.config
+        for t in carry:  # every stream's, this process takes its own (any number of processes)
+            if tuple(t.shape) != (c.layers, step.cfg.batch_size, c.hidden):
+                raise ValueError(
+                    f"a carried state of shape {tuple(t.shape)} for {step.cfg.batch_size} streams"
+                )
+        progress.carry = (
+            tuple(t[:, step.rows].to(step.device, step.dtype).contiguous() for t in carry) or None
+        )
         rng.restore(state["rng"])
         if step.lstm_kernel is None:  # the run keeps the kernel it started with
             kernel = state.get("lstm_kernel") or state.get("recurrent_kernel") or "pytorch"
             step.lstm_kernel = OLD_LSTM_KERNELS.get(kernel, kernel)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelFileError(
-            f"{ckpt.path / 'state.json'}: damaged ({type(e).__name__}: {e}); "
-            "delete this checkpoint folder to resume from the one before"
+            f"{ckpt.path / 'state.json'}: damaged ({type(e).__name__}: {e}); {RESUME_BEFORE}"
         ) from None
+
+
+def _count(value: object) -> int:
+    """A step count as saved: a whole number, not below zero."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a step count")
+    return value
 
 
 def prune(run: RunDir, keep: int, best_step: int) -> None:

@@ -1,0 +1,146 @@
+"""What --resume keeps and what it may change: the stop settings, the data path as given, the schedule of a
+time budget, the model a stop saves, and damaged run files refused in one line."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import charnn
+from charnn.config import ModelConfig, TrainConfig
+from charnn.store.checkpoint import load_checkpoint
+from charnn.store.rundir import RunDir
+from charnn.text.corpus import load_corpus
+from charnn.training.loop import Loop, Stopped
+from charnn.training.progress import Reporter
+from conftest import TINY, TINY_FLAGS, FakeClock, assert_clean_error, run_cli
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("a quick brown fox jumps over the lazy dog\nthe dog sleeps.\n" * 100)
+    return path
+
+
+def trained_steps(result) -> int:
+    assert result.returncode == 0, result.stderr
+    return int(result.stderr.split("trained ")[1].split()[0])
+
+
+def test_a_stop_setting_given_on_resume_replaces_the_saved_ones(tmp_path, corpus):
+    first = run_cli(
+        "train", "--data", "corpus.txt", "--out", "run", *TINY_FLAGS, "--epochs", "1", cwd=tmp_path
+    )
+    per_epoch = trained_steps(first)
+    resume = ["train", "--out", "run", "--resume", "--quiet"]
+    assert trained_steps(run_cli(*resume, "--max-steps", str(per_epoch + 3), cwd=tmp_path)) == per_epoch + 3
+    assert (
+        trained_steps(run_cli(*resume, "--epochs", "2", cwd=tmp_path)) == 2 * per_epoch
+    )  # the max-steps went
+    again = run_cli(*resume, "--epochs", "2", "--data", "corpus.txt", cwd=tmp_path)  # the path as first given
+    assert trained_steps(again) == 2 * per_epoch
+    assert_clean_error(
+        run_cli(*resume, "--preset", "tiny", cwd=tmp_path), "--preset tiny", "started with seed"
+    )
+    assert trained_steps(run_cli(*resume, "--preset", "seed", "--epochs", "3", cwd=tmp_path)) == 3 * per_epoch
+
+
+def test_a_resumed_time_budget_keeps_its_planned_schedule(tmp_path, corpus):
+    data = load_corpus(str(corpus))
+    train = {k: v for k, v in TINY.items() if k not in ("hidden", "embedding")}
+    cfg = TrainConfig(data=str(corpus), time_budget=4.0, max_steps=100_000, schedule="cosine", **train)
+    model_cfg = ModelConfig(vocab_size=len(data.vocab), hidden=32, embedding=16)
+    run = RunDir(tmp_path / "run")
+    run.prepare(resume=False, overwrite=False)
+    first = Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True), clock=FakeClock(0.01))
+    first.run()
+    planned = first.progress.planned_steps
+    assert 0 < planned < 100_000
+    second = Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True))
+    second.restore(load_checkpoint(run.checkpoints()[-1]))
+    assert second.progress.planned_steps == planned
+
+
+def test_a_stop_before_the_first_evaluation_saves_a_model_that_the_next_evaluation_replaces(tmp_path, corpus):
+    data = load_corpus(str(corpus))
+    train = {k: v for k, v in TINY.items() if k not in ("hidden", "embedding")}
+    cfg = TrainConfig(data=str(corpus), max_steps=12, eval_every=8, **train)
+    model_cfg = ModelConfig(vocab_size=len(data.vocab), hidden=32, embedding=16)
+
+    def loop_in(name: str) -> Loop:
+        run = RunDir(tmp_path / name)
+        run.prepare(resume=False, overwrite=False)
+        return Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True))
+
+    whole = loop_in("whole")
+    whole.run()
+    cut = loop_in("cut")
+    real_step = cut.train_step.optimizer.step
+
+    def step_then_ctrl_c(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        if cut.progress.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    cut.train_step.optimizer.step = step_then_ctrl_c
+    with pytest.raises(Stopped, match="stopped by SIGINT at step 3"):
+        cut.run()
+    saved = json.loads((cut.rundir.checkpoints()[-1] / "state.json").read_text())
+    assert saved["best_val_loss"] is None and (cut.rundir.model_dir / "model.safetensors").exists()
+    assert not cut.rundir.metrics_path.exists() or "val_loss" not in cut.rundir.metrics_path.read_text()
+    resumed = Loop.create(cut.rundir, model_cfg, cfg, data, "seed", Reporter(quiet=True))
+    resumed.restore(load_checkpoint(cut.rundir.checkpoints()[-1]))
+    resumed.run()
+    a, b = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("whole", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.progress.best_step == whole.progress.best_step
+
+
+def damage_state(run: Path, **fields) -> None:
+    path = RunDir(run).checkpoints()[-1] / "state.json"
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({**state, **fields}))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"step": -3},
+        {"step": 2},
+        {"format_version": "x"},
+        {"best_val_loss": "x"},
+        {"planned_steps": 1.5},
+    ],
+    ids=str,
+)
+def test_a_damaged_checkpoint_is_one_line_and_the_metrics_are_kept(tmp_path, corpus, damage):
+    charnn.train(tmp_path / "run", data=str(corpus), max_steps=4, quiet=True, **{**TINY, "log_every": 1})
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    damage_state(tmp_path / "run", **damage)
+    result = run_cli("train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "6")
+    assert_clean_error(result, "state.json", "damaged", "delete this checkpoint folder")
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == metrics
+
+
+def test_damaged_checkpoint_weights_get_advice_train_can_follow(tmp_path, corpus):
+    charnn.train(tmp_path / "run", data=str(corpus), max_steps=4, quiet=True, **TINY)
+    weights = RunDir(tmp_path / "run").checkpoints()[-1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    result = run_cli("train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "6")
+    assert_clean_error(result, "sha256 does not match", "delete this checkpoint folder")
+    assert "--no-verify" not in result.stderr
+
+
+@pytest.mark.parametrize("damage", [{"train": []}, {"init_from": {"path": "x"}}, {"model": "x"}], ids=str)
+def test_a_damaged_train_args_file_is_one_line(tmp_path, corpus, damage):
+    charnn.train(tmp_path / "run", data=str(corpus), max_steps=4, quiet=True, **TINY)
+    args = tmp_path / "run" / "train_args.json"
+    args.write_text(json.dumps({**json.loads(args.read_text()), **damage}))
+    result = run_cli("train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "6")
+    assert_clean_error(result, "train_args.json", "damaged")

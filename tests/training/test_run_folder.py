@@ -1,0 +1,137 @@
+"""What a run folder keeps through failures: an overwrite that fails, a torn metrics line, a second Ctrl-C,
+a folder charnn did not make."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from charnn.config import ModelConfig, TrainConfig
+from charnn.errors import RunDirError
+from charnn.store.checkpoint import load_checkpoint
+from charnn.store.rundir import RunDir
+from charnn.text.corpus import load_corpus
+from charnn.training.loop import Loop, Stopped
+from charnn.training.progress import Reporter
+from conftest import TINY, TINY_FLAGS, assert_clean_error, run_cli, snapshot, tmpfs
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("a quick brown fox jumps over the lazy dog\nthe dog sleeps.\n" * 400)
+    return path
+
+
+def run_files(run: Path) -> dict[str, bytes]:
+    return {name: data for name, data in snapshot(run).items() if name != ".lock"}
+
+
+def test_an_overwrite_that_fails_before_its_first_checkpoint_puts_the_old_run_back(tmp_path, corpus):
+    common = ["--data", str(corpus), "--out", "run", "--quiet", *TINY_FLAGS]
+    assert run_cli("train", *common, "--max-steps", "5", cwd=tmp_path).returncode == 0
+    before = run_files(tmp_path / "run")
+    diverging = ["--overwrite", "--max-steps", "50", "--lr", "10", "--weight-decay", "1000000"]
+    result = run_cli("train", *common, *diverging, cwd=tmp_path)
+    assert_clean_error(result, "loss became nan", "no checkpoint yet", "Lower --lr")
+    assert "--precision fp32" not in result.stderr  # the run was fp32 already
+    assert run_files(tmp_path / "run") == before
+    resumed = run_cli("train", "--out", "run", "--resume", "--max-steps", "7", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_an_overwrite_that_saves_a_checkpoint_leaves_nothing_of_the_old_run(tmp_path, corpus):
+    common = ["--data", str(corpus), "--out", "run", *TINY_FLAGS]
+    assert run_cli("train", *common, "--max-steps", "6", cwd=tmp_path).returncode == 0
+    result = run_cli("train", *common, "--max-steps", "3", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    assert [p.name for p in RunDir(run).checkpoints()] == ["step-000000003"]
+    assert max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()) == 3
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".lock"]
+
+
+def test_a_folder_holding_a_model_folder_charnn_did_not_write_is_refused_even_with_overwrite(
+    tmp_path, corpus
+):
+    mine = tmp_path / "project" / "model" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine", encoding="utf-8")
+    for extra in ([], ["--overwrite"]):
+        result = run_cli(
+            "train", "--data", str(corpus), "--out", str(tmp_path / "project"), *TINY_FLAGS, *extra
+        )
+        assert_clean_error(result, "model/", "charnn did not write", "another --out")
+    assert mine.read_text(encoding="utf-8") == "mine"
+
+
+def test_a_torn_metrics_line_does_not_stop_a_resume(tmp_path, corpus):
+    common = ["--out", "run", "--log-every", "1"]
+    assert (
+        run_cli(
+            "train", "--data", str(corpus), *common, *TINY_FLAGS, "--max-steps", "4", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with open(metrics, "a", encoding="utf-8") as f:
+        f.write('{"step": 21, "ep')  # what a power cut leaves
+    result = run_cli("train", *common, "--resume", "--max-steps", "6", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps[-1] == 6 and 21 not in steps
+
+
+def test_a_full_disk_never_leaves_a_torn_metrics_line(tmp_path):
+    with tmpfs(tmp_path / "disk", 64) as disk:
+        run = RunDir(disk / "run")
+        run.path.mkdir()
+        written = []
+        with pytest.raises(RunDirError, match="No space left on device.*untouched"):
+            for i in range(100):
+                record = {"step": i, "note": "x" * 6000}  # each line spans pages: a write fails midway
+                run.append_metrics(record)
+                written.append(record)
+        assert written and run.read_metrics() == written
+        assert run.metrics_path.read_text(encoding="utf-8").endswith("\n")
+
+
+def test_a_second_ctrl_c_inside_a_step_saves_nothing_and_the_resume_stays_exact(tmp_path, corpus):
+    data = load_corpus(str(corpus))
+    train = {k: v for k, v in TINY.items() if k not in ("hidden", "embedding")}
+    cfg = TrainConfig(data=str(corpus), max_steps=8, save_every=3, **train)
+    model_cfg = ModelConfig(vocab_size=len(data.vocab), hidden=32, embedding=16)
+
+    def loop_in(name: str) -> Loop:
+        run = RunDir(tmp_path / name)
+        if name != "resumed":
+            run.prepare(resume=False, overwrite=False)
+        return Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True))
+
+    whole = loop_in("whole")
+    whole.run()
+    cut = loop_in("cut")
+    real_step = cut.train_step.optimizer.step
+
+    def step_then_two_ctrl_c(*args, **kwargs):  # the user presses Ctrl-C twice while step 5 runs
+        result = real_step(*args, **kwargs)
+        if cut.progress.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    cut.train_step.optimizer.step = step_then_two_ctrl_c
+    with pytest.raises(Stopped, match="second Ctrl-C, nothing saved.*continue from .*step-000000003") as stop:
+        cut.run()
+    assert stop.value.exit_code == 130
+    assert [p.name for p in cut.rundir.checkpoints()] == ["step-000000003"]
+    cut.rundir.unlock()
+    (tmp_path / "cut").rename(tmp_path / "resumed")
+    resumed = loop_in("resumed")
+    resumed.restore(load_checkpoint(resumed.rundir.checkpoints()[-1]))
+    resumed.run()
+    for a, b in zip(whole.train_step.model.parameters(), resumed.train_step.model.parameters(), strict=True):
+        assert torch.equal(a, b)
