@@ -66,3 +66,13 @@ def test_charnn_json_says_how_to_drive_the_graph(exported):
     states = ["h", "c"] if meta["model"]["cell"] == "lstm" else ["h"]
     assert list(meta["inputs"]) == ["ids", *states]
     assert sorted(p.name for p in folder.iterdir()) == ["charnn.json", "model.onnx", "vocab.json"]
+
+
+def test_a_model_of_text_without_newlines_gets_a_default_start_it_knows(tmp_path):
+    data = tmp_path / "corpus.txt"
+    data.write_text("abc cab bca " * 300, encoding="utf-8")
+    charnn.train(tmp_path / "run", data=str(data), max_steps=3, quiet=True, **TINY)
+    export(tmp_path / "run", out=str(tmp_path / "onnx"))
+    meta = json.loads((tmp_path / "onnx" / "charnn.json").read_text(encoding="utf-8"))
+    assert meta["default_start"] in " abc"
+    assert len(OnnxStepper(tmp_path / "onnx").greedy("", 20)) == 20  # it raised KeyError on "\n"

@@ -7,7 +7,7 @@ import pytest
 import charnn
 from charnn.export.folder import ort_web_available
 from charnn.export.static import serve_folder
-from conftest import HAS_CHROMIUM, NO_CHROMIUM, wait_until
+from conftest import HAS_CHROMIUM, NO_CHROMIUM, TINY, wait_until
 
 pytest.importorskip("onnx", reason="the export extra is not installed (pip install 'charnn[export]')")
 pytestmark = [
@@ -79,3 +79,17 @@ def test_stop(browser, web):
     browser.execute_script("document.getElementById('stop').click()")
     status = wait_until(lambda: (s := text("status")).startswith("Stopped") and s)
     assert int(status.split()[1]) < 100000
+
+
+def test_the_suggested_start_is_left_out_for_a_model_that_lacks_its_chars(browser, tmp_path):
+    from charnn.export.folder import export
+
+    data = tmp_path / "corpus.txt"
+    data.write_text("abc cab bca " * 300, encoding="utf-8")
+    charnn.train(tmp_path / "run", data=str(data), max_steps=3, quiet=True, **TINY)
+    export(tmp_path / "run", format="web", out=str(tmp_path / "site"))
+    with serve_folder(tmp_path / "site") as base:
+        output, status = run_page(browser, base, length=30)
+        assert browser.execute_script("return document.getElementById('start').value") == ""
+    assert status.startswith("Done: 30 chars"), status
+    assert len(output) == 30 and set(output) <= set(" abc")

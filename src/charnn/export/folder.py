@@ -53,7 +53,8 @@ def describe_graph(loaded: LoadedModel) -> dict:
         },
         "state": "all zeros to start; feed each *_out back as the next step's input of the same name",
         "start": "feed the start string one char per step from the zero state; sample from the last logits",
-        "default_start": "\n",
+        # a newline (the start of a line), else for a model of text without one its vocabulary's first char
+        "default_start": "\n" if "\n" in loaded.vocab.chars else loaded.vocab.chars[0],
         "val_loss": training.get("val_loss"),
         "trained": {k: training[k] for k in ("preset", "data", "steps") if k in training},
     }
