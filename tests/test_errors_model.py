@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import assert_clean_error, run_cli
+import charnn
+from conftest import PARAGRAPH, TINY, assert_clean_error, run_cli
 
 
 @pytest.fixture
@@ -112,6 +113,19 @@ def test_evaluate_when_the_training_text_has_moved(model_run, tmp_path):
     shutil.copytree(model_run, tmp_path / "run")
     edit_config(tmp_path / "run" / "model", lambda c: c["training"].update(data=str(tmp_path / "gone.txt")))
     assert_clean_error(run_cli("evaluate", str(tmp_path / "run")), "gone.txt", "no longer there", "--data")
+
+
+def test_evaluate_and_copying_refuse_a_training_text_changed_since_training(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text(PARAGRAPH * 30, encoding="utf-8")
+    charnn.train(tmp_path / "run", data=str(text), max_steps=3, quiet=True, **TINY)
+    with open(text, "a", encoding="utf-8") as f:
+        f.write(PARAGRAPH * 10)  # the validation split would now hold text the model trained on
+    for command in (["evaluate"], ["copying", "--samples", "1", "--length", "20"]):
+        result = run_cli(*command, str(tmp_path / "run"))
+        assert_clean_error(result, "corpus.txt", "changed since the model was trained", "--data")
+    as_it_is = run_cli("evaluate", str(tmp_path / "run"), "--data", str(text), "--json")
+    assert as_it_is.returncode == 0, as_it_is.stderr
 
 
 def test_damaged_checkpoint_state_is_named_when_resuming(model_run, tmp_path):

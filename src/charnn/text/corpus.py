@@ -70,7 +70,14 @@ def training_text(training: dict, data: str | None, vocab: Vocab, model: object)
         raise ConfigError(f"{model}: the model does not record its training text; pass --data")
     if not data and not (source == SHAKESPEARE or is_url(source) or Path(source).exists()):
         raise DataError(f"{source}: the model's training text is no longer there; pass --data PATH")
-    return load_corpus(source, training.get("encoding", "utf-8"), vocab=vocab)
+    corpus = load_corpus(source, training.get("encoding", "utf-8"), vocab=vocab)
+    recorded = training.get("data_sha256")
+    if not data and recorded and corpus.sha256 != recorded:  # its splits would not be the ones trained on
+        raise DataError(
+            f"{source}: the text changed since the model was trained on it (sha256 differs); "
+            "pass --data PATH to use it as it is now"
+        )
+    return corpus
 
 
 def is_url(source: str) -> bool:
