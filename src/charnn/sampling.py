@@ -59,6 +59,12 @@ def check_finite(logits: Tensor) -> None:
         )
 
 
+def default_start(vocab: Vocab) -> str:
+    """Where a start must be had without one given: a newline (the start of a line), else, for a model of
+    text without newlines, its vocabulary's first char."""
+    return DEFAULT_START if DEFAULT_START in vocab.chars else vocab.chars[0]
+
+
 def start_text(vocab: Vocab, cfg: SamplingConfig) -> str:
     """The start string as it will be used: without the characters the model never saw when skip_unknown,
     else refused (ConfigError) when it holds any."""

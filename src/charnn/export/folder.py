@@ -14,6 +14,7 @@ from charnn.declare import build_each
 from charnn.errors import CharnnError, ConfigError, RunDirError
 from charnn.export.graph import OPSET, onnx_bytes, state_names
 from charnn.fileio import write_folder
+from charnn.sampling import default_start
 from charnn.store.model_dir import LoadedModel, load_model
 
 FORMAT_VERSION = 1
@@ -53,8 +54,7 @@ def describe_graph(loaded: LoadedModel) -> dict:
         },
         "state": "all zeros to start; feed each *_out back as the next step's input of the same name",
         "start": "feed the start string one char per step from the zero state; sample from the last logits",
-        # a newline (the start of a line), else for a model of text without one its vocabulary's first char
-        "default_start": "\n" if "\n" in loaded.vocab.chars else loaded.vocab.chars[0],
+        "default_start": default_start(loaded.vocab),
         "val_loss": training.get("val_loss"),
         "trained": {k: training[k] for k in ("preset", "data", "steps") if k in training},
     }
