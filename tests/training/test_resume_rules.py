@@ -144,3 +144,17 @@ def test_a_damaged_train_args_file_is_one_line(tmp_path, corpus, damage):
     args.write_text(json.dumps({**json.loads(args.read_text()), **damage}))
     result = run_cli("train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "6")
     assert_clean_error(result, "train_args.json", "damaged")
+
+
+def test_the_log_lines_after_a_resume_are_those_of_a_run_never_stopped(tmp_path, corpus):
+    common = ["--data", str(corpus), *TINY_FLAGS, "--log-every", "5", "--quiet"]
+    assert run_cli("train", "--out", "whole", *common, "--max-steps", "20", cwd=tmp_path).returncode == 0
+    assert run_cli("train", "--out", "cut", *common, "--max-steps", "13", cwd=tmp_path).returncode == 0
+    resumed = run_cli("train", "--out", "cut", "--resume", "--max-steps", "20", "--quiet", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+
+    def logged(run: str) -> dict[int, float]:
+        lines = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in lines if "loss" in r}
+
+    assert logged("cut") == logged("whole") and set(logged("whole")) == {5, 10, 15, 20}

@@ -275,8 +275,9 @@ class Loop:
             self.reporter.line(note)
         self.reporter.start(self.step_limit or 0, p.step)
         self._core_wait.take()
-        window_losses: list[float] = []
-        window_time, epoch_start, epoch_losses = 0.0, self.clock(), []
+        # the losses of the log line and of the epoch under way: a resumed run reports them whole
+        window_losses, epoch_losses = p.window_losses, p.epoch_losses
+        epoch_start = self.clock()
         evaluated_at = saved_at = p.step
         reason = self._stop_reason()
         interrupted = False
@@ -285,19 +286,21 @@ class Loop:
                 epoch, index = divmod(p.step, spe)
                 if index == 0:
                     p.carry = None
-                    epoch_start, epoch_losses = self.clock(), []
+                    epoch_start = self.clock()
+                    epoch_losses.clear()
                 loss, grad_norm, seconds = self._one_step(epoch, index)
-                window_time += seconds
+                p.window_time += seconds
                 window_losses.append(loss)
                 epoch_losses.append(loss)
                 if p.step in (PROBE_STEPS, PROBE_STEPS * 10) or p.step % 500 == 0:
                     self._plan_for_budget()
                 window = chars_before(p.step, cfg) - chars_before(p.step - len(window_losses), cfg)
-                chars_per_s = window * cfg.batch_size / max(window_time, 1e-9)
+                chars_per_s = window * cfg.batch_size / max(p.window_time, 1e-9)
                 self.reporter.update(p.step, loss, chars_per_s)
                 if p.step % cfg.log_every == 0:
                     self._log(epoch, window_losses, grad_norm, chars_per_s)
-                    window_losses, window_time = [], 0.0
+                    window_losses.clear()
+                    p.window_time = 0.0
                 end_of_epoch = p.step % spe == 0
                 reason = self._stop_reason()
                 if end_of_epoch or (cfg.eval_every and p.step % cfg.eval_every == 0) or reason:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from charnn.config import OLD_LSTM_KERNELS, TrainConfig
@@ -30,6 +30,9 @@ class Progress:
     best_step: int = 0
     last_loss: float = math.nan
     carry: State | None = None  # the recurrent state carried between batches (stream batching)
+    window_losses: list[float] = field(default_factory=list)  # since the last log line
+    window_time: float = 0.0
+    epoch_losses: list[float] = field(default_factory=list)  # of the epoch under way
 
 
 def save(
@@ -53,6 +56,8 @@ def save(
         "best_val_loss": progress.best_val,
         "best_step": progress.best_step,
         "last_loss": progress.last_loss,
+        "log_window": {"losses": progress.window_losses, "seconds": progress.window_time},
+        "epoch_losses": progress.epoch_losses,
         "corpus_sha256": corpus_sha256,
         "lstm_kernel": step.lstm_kernel,
         "model": step.model.config.to_dict(),
@@ -90,6 +95,10 @@ def restore(ckpt: Checkpoint, progress: Progress, step: TrainStep, corpus_sha256
             _count(state["best_step"]),
         )
         progress.last_loss = float(state["last_loss"])
+        window = state.get("log_window", {"losses": [], "seconds": 0.0})  # not in checkpoints before these
+        progress.window_losses = [float(x) for x in window["losses"]]
+        progress.window_time = float(window["seconds"])
+        progress.epoch_losses = [float(x) for x in state.get("epoch_losses", [])]
         carry = [ckpt.loop_tensors[f"carry.{i}"] for i in range(len(ckpt.loop_tensors))]
         c = step.model.config
         for t in carry:  # every stream's, this process takes its own (any number of processes)
