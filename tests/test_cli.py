@@ -111,6 +111,12 @@ def test_help_lists_every_flag_once_with_its_default(command):
         assert "(default: " in entry, entry
 
 
+@pytest.mark.parametrize("command", ["serve", "export"])
+def test_a_commands_description_is_whole(command):
+    description = " ".join(run_cli(command, "--help").stdout.split("\n\n")[1].split())
+    assert f"(needs: pip install 'charnn[{command}]'" in description and description.endswith(").")
+
+
 def test_python_dash_m_and_version():
     result = subprocess.run([sys.executable, "-m", "charnn", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("charnn ")

@@ -2,7 +2,9 @@
 validation text's figures; and each bad input as one clear line."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import charnn
 from charnn.copy_report import copying_report
@@ -58,6 +60,8 @@ def test_bad_inputs_are_one_clear_line(trained_run, tmp_path):
     odd.write_text("Speak€ speak~")
     assert_clean_error(run_cli("copying", str(trained_run), "--text", str(odd)), "never saw", "'€'", "'~'")
     assert_clean_error(run_cli("copying", str(trained_run), "--spans", "20,x"), "--spans")
+    for digits in ("²", "20,³", "٣"):  # digits to str.isdigit, not all of them to int(): none is ASCII
+        assert_clean_error(run_cli("copying", str(trained_run), "--spans", digits), "--spans", repr(digits))
     missing = str(tmp_path / "nope.txt")
     assert_clean_error(run_cli("copying", str(trained_run), "--text", missing), "nope.txt")
     assert_clean_error(run_cli("copying", str(trained_run), "--samples", "0"), "--samples")
@@ -84,3 +88,29 @@ def test_training_records_a_sample_copy_figures_at_each_validation(tmp_path):
     for x in evals:
         assert 0 <= x["copied_20"] <= 1 and 0 <= x["copied_50"] <= x["copied_20"]
         assert x["copy_longest"] >= 1 and x["copy_probe_s"] >= 0
+
+
+def test_a_byte_order_mark_at_the_start_of_the_text_is_dropped(trained_run, tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + PARAGRAPH[:120].encode("utf-8"))
+    for args, stdin in ((["--text", str(path)], None), (["--text", "-"], "\ufeff" + PARAGRAPH[:120])):
+        result = run_cli("copying", str(trained_run), *args, "--json", stdin=stdin)
+        assert result.returncode == 0, result.stderr
+        checked = json.loads(result.stdout)["checked"]
+        assert checked["chars"] == 120 and checked["longest"]["length"] == 120
+
+
+def test_damaged_index_metadata_in_the_cache_is_rebuilt(trained_run, tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("zzzz " + PARAGRAPH[:120], encoding="utf-8")
+    before = run_cli("copying", str(trained_run), "--text", str(path), "--json")
+    assert before.returncode == 0, before.stderr
+    cached = list((Path(os.environ["CHARNN_CACHE_DIR"]) / "corpora").glob("*.sa.json"))
+    assert cached
+    for meta in cached:
+        meta.write_text("null")
+    after = run_cli("copying", str(trained_run), "--text", str(path), "--json")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["checked"] == json.loads(before.stdout)["checked"]
+    # this model's index rebuilt and kept (others in the cache, of other tests' texts, stay damaged)
+    assert any(isinstance(json.loads(meta.read_text()), dict) for meta in cached)

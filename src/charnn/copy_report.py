@@ -3,7 +3,6 @@ figures for as much held-out validation text (which the model never saw), as a c
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from charnn.sampling import sample
 from charnn.store.model_dir import LoadedModel, load_model
 from charnn.text.copying import CopyFigures, Locator, figures, span_lengths
 from charnn.text.corpus import Corpus, split, training_text
+from charnn.text.files import read_given_text
 from charnn.text.suffix_index import SuffixIndex, load_index
 from charnn.text.vocab import Vocab
 
@@ -29,12 +29,7 @@ def training_index(loaded: LoadedModel, data: str | None = None) -> tuple[Corpus
 
 def read_texts(source: str) -> list[str]:
     """The text of FILE, or of stdin for '-'."""
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(
-            f"{source}: cannot read it as UTF-8 text ({getattr(e, 'strerror', None) or e})"
-        ) from None
+    text = read_given_text(source)
     if not text:
         raise DataError(f"{source}: the text is empty; nothing to check")
     return [text]

@@ -7,6 +7,7 @@ import numpy as np
 
 from charnn.api import load
 from charnn.config import MAX_INSPECT_CHARS
+from charnn.inspection.page import render_html
 from charnn.inspection.trace import trace
 from conftest import assert_clean_error, run_cli
 
@@ -56,3 +57,20 @@ def test_bad_inputs_are_one_clear_line(trained_run, tmp_path):
     for folder in ("", ".", "/"):
         result = run_cli("inspect", run, "--text", "All:", "--out", folder, cwd=tmp_path)
         assert_clean_error(result, "a folder, not a file to write")
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_is_dropped(trained_run, tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + TEXT.encode("utf-8"))
+    result = run_cli("inspect", str(trained_run), "--file", str(tmp_path / "bom.txt"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["text"] == TEXT
+
+
+def test_text_that_looks_like_markup_stays_data_in_the_page():
+    # "<!--" then "<script" would keep the real "</script>" from closing the data's script element
+    text = '<!-- old\n<script src="a.js">x</script> & -->\u2028\u2029'
+    page = render_html({"model": "GRU 1x8", "text": text})
+    script = page.rsplit("<script>", 1)[1].split("</script>", 1)[0]
+    assert not set("<>&\u2028\u2029") & set(script)
+    data = json.loads(script.split('document.getElementById("inspect-view"), ', 1)[1].rsplit(");", 1)[0])
+    assert data["text"] == text

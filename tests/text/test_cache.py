@@ -1,5 +1,6 @@
 """Big corpora go through an encoded, memory-mapped cache that must read exactly like the in-memory path."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,44 @@ def test_cached_corpus_in_a_models_vocabulary(tmp_path, tiny_chunks):
     assert corpus.vocab == vocab and vocab.decode(corpus.ids) == "cab\n" * 10
     with pytest.raises(DataError, match="1 characters.*'c'"):
         load_corpus(str(path), vocab=Vocab.from_text("abq\n"))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda meta: '{"signature": [1, ',
+        lambda meta: "null",
+        lambda meta: "[]",
+        lambda meta: json.dumps({k: v for k, v in meta.items() if k != "length"}),
+        lambda meta: json.dumps({**meta, "length": 0}),
+        lambda meta: json.dumps({**meta, "dtype": 5}),
+        lambda meta: json.dumps({**meta, "dtype": "uint32"}),
+        lambda meta: json.dumps({**meta, "chars": None}),
+        lambda meta: json.dumps({**meta, "chars": [1, 2]}),
+        lambda meta: json.dumps({**meta, "chars": ["b", "a"]}),
+        lambda meta: json.dumps({**meta, "sha256": None}),
+    ],
+    ids=[
+        "cut short",
+        "null",
+        "list",
+        "no length",
+        "length 0",
+        "dtype a number",
+        "dtype wrong",
+        "chars null",
+        "chars numbers",
+        "chars unsorted",
+        "sha256 null",
+    ],
+)
+def test_damaged_cache_metadata_is_rebuilt(tmp_path, tiny_chunks, damage):
+    path = tmp_path / "t.txt"
+    path.write_text("abc\n" * 50)
+    first = load_corpus(str(path))
+    meta_path = Path(first.ids.filename).with_suffix(".json")
+    meta_path.write_text(damage(json.loads(meta_path.read_text())))
+    again = load_corpus(str(path))
+    assert again.vocab == first.vocab and again.sha256 == first.sha256
+    assert again.vocab.decode(again.ids) == "abc\n" * 50
+    assert json.loads(meta_path.read_text())["length"] == 200  # written whole again

@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import json
 import threading
 from pathlib import Path
 
@@ -100,3 +101,20 @@ def test_train_from_a_url_on_the_command_line(server, tmp_path):
         "download failed",
     )
     assert not Path(tmp_path / "r2").exists()
+
+
+@pytest.mark.parametrize(
+    "damage", ['{"url": "http://127.0.0.1/sm', "null", "[]", '"text"', "{}", '{"size": "14"}']
+)
+def test_damaged_download_metadata_means_downloading_again(server, damage):
+    root, base, _ = server
+    url = f"{base}/poems.txt"
+    (root / "poems.txt").write_text("roses are red\n" * 10)
+    path = fetch(url, quiet=True)
+    meta = path.with_name(path.name + ".json")
+    meta.write_text(damage)
+    (root / "poems.txt").write_text("violets are blue\n" * 10)  # only a new download can see this
+    assert fetch(url, quiet=True).read_text() == "violets are blue\n" * 10
+    assert json.loads(meta.read_text())["size"] == 170  # written whole again
+    (root / "poems.txt").unlink()
+    assert load_corpus(url).source == url  # and kept: reused without the server's file

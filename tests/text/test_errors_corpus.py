@@ -37,6 +37,21 @@ def test_unusable_files(tmp_path, name, content, needles):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["evaluate", "copying"])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("café naïve ".encode("latin-1") * 200, "not valid utf-8 at byte 3"), (TEXT.encode("utf-16"), "UTF-16")],
+)
+def test_commands_without_encoding_give_advice_they_can_take(
+    trained_run, tmp_path, command, content, problem
+):
+    # Only train has --encoding: elsewhere the text must be in the model's encoding, and the flag is train's.
+    data = write(tmp_path, "other.txt", content)
+    result = run_cli(command, str(trained_run), "--data", str(data))
+    assert_clean_error(result, "other.txt", problem, "convert it to utf-8", "with charnn train --encoding")
+    assert "unrecognized arguments" in run_cli(command, str(trained_run), "--encoding", "latin-1").stderr
+
+
 def test_missing_path_and_folder_without_text(tmp_path):
     assert_clean_error(train(tmp_path, tmp_path / "nope.txt"), "nope.txt", "no such file")
     folder = tmp_path / "pics"

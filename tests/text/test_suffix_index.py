@@ -18,18 +18,41 @@ def naive_longest(corpus: np.ndarray, query: np.ndarray, i: int) -> int:
     return length
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+# Per id type, the ids drawn: ids past one byte take the two-byte path; past two, the four-byte one, where
+# pairs of ids equal in their low 16 bits would match each other were the ids cut to two bytes.
+ALPHABETS = {
+    np.uint8: np.arange(3),
+    np.uint16: np.arange(400),
+    np.uint32: np.array([1, 2, 3, 1 + (1 << 16), 2 + (1 << 16), 3 + (1 << 16)]),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
 @pytest.mark.parametrize("seed", range(4))
 def test_longest_matches_and_their_places_agree_with_a_naive_search(dtype, seed):
     rng = np.random.default_rng(seed)
-    high = 3 if dtype == np.uint8 else 400  # ids past one byte take the two-byte path
-    corpus = rng.integers(0, high, 300).astype(dtype)
-    query = np.concatenate([rng.integers(0, high, 40), corpus[10:120], rng.integers(0, high, 20)])
+    alphabet = ALPHABETS[dtype]
+    corpus = rng.choice(alphabet, 300).astype(dtype)
+    query = np.concatenate([rng.choice(alphabet, 40), corpus[10:120], rng.choice(alphabet, 20)])
     m = SuffixIndex(corpus, build_suffixes(corpus)).matches(query)
     for i in range(len(query)):
         assert m.lengths[i] == naive_longest(corpus, query, i), i
         assert corpus[m.where[i] : m.where[i] + m.lengths[i]].tolist() == query[i : i + m.lengths[i]].tolist()
     assert m.lengths[40] >= 110  # the copied block, past the first search window
+
+
+def test_ids_past_16_bits_are_told_apart_past_the_first_window():
+    # The query is the corpus's line P + z + Q with z swapped for the id 65,536 above it: equal in its low
+    # 16 bits, so only a comparison of whole ids stops the match at P (the window of 32 lies inside P).
+    rng = np.random.default_rng(5)
+    prefix, suffix = rng.integers(70_000, 70_010, 40), rng.integers(70_000, 70_010, 40)
+    z = 100
+    corpus = np.concatenate([rng.integers(0, 70_000, 200), prefix, [z], suffix]).astype(np.uint32)
+    query = np.concatenate([prefix, [z + 65_536], suffix]).astype(np.uint32)
+    m = SuffixIndex(corpus, build_suffixes(corpus)).matches(query)
+    for i in range(len(query)):
+        assert m.lengths[i] == naive_longest(corpus, query, i), i
+    assert m.lengths[0] == 40
 
 
 def test_a_text_copied_whole_is_one_match():
@@ -75,3 +98,16 @@ def test_a_corpus_past_int32_positions_is_refused_before_any_work(tmp_path):
     ids = np.memmap(sparse, dtype=np.uint8, mode="r", shape=(MAX_INDEX_CHARS + 1,))
     with pytest.raises(DataError, match=r"2,147,483,648 chars; the copying index handles at most"):
         load_index(ids, "huge", ("a",))
+
+
+@pytest.mark.parametrize("damage", ['{"key": "ab', "null", "[]", "7", "{}", '{"key": 1, "length": "2000"}'])
+def test_damaged_index_metadata_is_rebuilt(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("CHARNN_CACHE_DIR", str(tmp_path))
+    ids = np.random.default_rng(6).integers(0, 10, 2000).astype(np.uint8)
+    good = load_index(ids, "m", tuple("0123456789")).suffixes.copy()
+    (meta,) = (tmp_path / "corpora").glob("*.sa.json")
+    meta.write_text(damage)
+    rebuilt = load_index(ids, "m", tuple("0123456789"))
+    assert not isinstance(rebuilt.suffixes, np.memmap) and np.array_equal(rebuilt.suffixes, good)
+    again = load_index(ids, "m", tuple("0123456789"))  # the rebuilt index was kept
+    assert isinstance(again.suffixes, np.memmap) and np.array_equal(again.suffixes, good)

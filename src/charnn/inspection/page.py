@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -14,11 +13,12 @@ import numpy as np
 
 from charnn.config import MAX_INSPECT_CHARS, InspectConfig
 from charnn.declare import build
-from charnn.errors import ConfigError, DataError
+from charnn.errors import ConfigError
 from charnn.fileio import atomic_write
 from charnn.inspection.features import find_units, units_to_show
 from charnn.inspection.trace import trace
 from charnn.store.model_dir import LoadedModel, load_model
+from charnn.text.files import read_given_text
 
 
 def inspection(loaded: LoadedModel, text: str, units: int = 6, limit: int = MAX_INSPECT_CHARS) -> dict:
@@ -49,9 +49,17 @@ def _asset(name: str) -> str:
     return resources.files("charnn").joinpath(f"inspection/{name}").read_text(encoding="utf-8")
 
 
+# The HTML parser, not JavaScript, decides where a <script> ends: "</script>", or "<!--" then "<script"
+# (after which "</script>" no longer closes it), must never appear in the data. So no "<", ">" or "&" is left
+# as it is, nor the line separators older JavaScript refuses in strings; the escapes read back the same.
+_SCRIPT_SAFE = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
 def render_html(data: dict) -> str:
     """One page holding the view's styles, script and `data`."""
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    payload = json.dumps(data, ensure_ascii=False).translate(_SCRIPT_SAFE)
     title = html.escape(f"charnn inspect: {data['model']}")
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>\n'
@@ -69,12 +77,7 @@ def read_text(cfg: InspectConfig) -> str:
         raise ConfigError("give the text to look inside with --text TEXT or --file FILE (one of them)")
     if cfg.text is not None:
         return cfg.text
-    try:
-        return sys.stdin.read() if cfg.file == "-" else Path(cfg.file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(
-            f"{cfg.file}: cannot read it as UTF-8 text ({getattr(e, 'strerror', None) or e})"
-        ) from None
+    return read_given_text(cfg.file)
 
 
 def inspect_to(model: str | Path | LoadedModel, as_json: bool = False, **settings: object) -> str:

@@ -22,9 +22,9 @@ const charnnInspect = (() => {
     return c === "\n" ? "↵" : c === " " ? "␣" : c;
   }
 
-  function tipText(data, i) {
+  function tipText(data, chars, i) {
     const s = data.surprisal[i];
-    const head = `${JSON.stringify(data.text[i])}: ${s === null ? "nothing before it" : s.toFixed(3) + " nats"}`;
+    const head = `${JSON.stringify(chars[i])}: ${s === null ? "nothing before it" : s.toFixed(3) + " nats"}`;
     const guesses = data.guesses[i].map(([c, p]) => `${shown(c)} ${(100 * p).toFixed(1)}%`);
     return [head, ...guesses].join("\n");
   }
@@ -49,26 +49,26 @@ const charnnInspect = (() => {
     return data.layers.flatMap((layer) => layer.units.map((u) => ({ ...u, layer: layer.layer })));
   }
 
-  function textView(data, tip) {
+  function textView(data, chars, tip) {
     const units = unitsShown(data);
     const box = document.createElement("div");
     box.className = "inspect-text";
     let start = 0;
-    while (start < data.text.length) {
-      const nl = data.text.indexOf("\n", start);
-      const end = nl < 0 ? data.text.length : nl + 1;
+    while (start < chars.length) {
+      const nl = chars.indexOf("\n", start);
+      const end = nl < 0 ? chars.length : nl + 1;
       const line = document.createElement("div");
       line.className = "inspect-line";
-      const chars = document.createElement("div");
+      const spans = document.createElement("div");
       for (let i = start; i < end; i++) {
         const span = document.createElement("span");
         span.className = "ch";
-        span.textContent = data.text[i] === "\n" ? "↵" : data.text[i];
+        span.textContent = chars[i] === "\n" ? "↵" : chars[i];
         span.dataset.index = i;
         span.style.background = surprisalColour(data.surprisal[i]);
-        chars.appendChild(span);
+        spans.appendChild(span);
       }
-      line.appendChild(chars);
+      line.appendChild(spans);
       for (const u of units) line.appendChild(strip(u.values, start, end));
       box.appendChild(line);
       start = end;
@@ -76,7 +76,7 @@ const charnnInspect = (() => {
     box.addEventListener("mouseover", (e) => {
       const i = e.target.dataset && e.target.dataset.index;
       if (i === undefined) return;
-      tip.textContent = tipText(data, Number(i));
+      tip.textContent = tipText(data, chars, Number(i));
       tip.hidden = false;
       const r = e.target.getBoundingClientRect();
       tip.style.left = `${r.left + window.scrollX}px`;
@@ -115,6 +115,8 @@ const charnnInspect = (() => {
   }
 
   function render(el, data) {
+    // Python sends one value per code point; a JavaScript string counts UTF-16 units, two for an emoji.
+    const chars = Array.from(data.text);
     el.textContent = "";
     const tip = document.createElement("pre");
     tip.className = "inspect-tip";
@@ -123,10 +125,10 @@ const charnnInspect = (() => {
     const summary = document.createElement("p");
     summary.className = "inspect-summary";
     const mean = data.mean_surprisal === null ? "n/a" : data.mean_surprisal.toFixed(3);
-    summary.textContent = `${data.model}: ${data.text.length} chars, mean surprisal ${mean} nats/char. ` +
+    summary.textContent = `${data.model}: ${chars.length} chars, mean surprisal ${mean} nats/char. ` +
       "Colour: surprisal (white: expected, red: surprised); hover a char for the top guesses. " +
       "Under each line, one strip per unit listed below (red: positive, blue: negative).";
-    el.append(summary, legend(data), textView(data, tip), finderTable(data), tip);
+    el.append(summary, legend(data), textView(data, chars, tip), finderTable(data), tip);
   }
 
   return { render, surprisalColour, unitColour };

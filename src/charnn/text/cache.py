@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charnn.errors import DataError
+from charnn.errors import ConfigError, DataError
 from charnn.fileio import atomic_stream, atomic_write, cache_root, write_error
 from charnn.text.files import iter_text
 from charnn.text.vocab import Vocab
@@ -46,12 +46,25 @@ def encoded_corpus(files: list[Path], encoding: str, folder: bool) -> tuple[np.n
 
 
 def _valid_meta(meta_path: Path, ids_path: Path, signature: list) -> dict | None:
+    """The cached metadata when it is of these files as they are now and matches the ids on disk, else None
+    (a damaged file of any shape included: it is rebuilt)."""
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         size = ids_path.stat().st_size
     except (OSError, ValueError):
         return None
-    if meta.get("signature") != signature or size != meta["length"] * np.dtype(meta["dtype"]).itemsize:
+    if not isinstance(meta, dict) or meta.get("signature") != signature:
+        return None
+    length, chars = meta.get("length"), meta.get("chars")
+    if type(length) is not int or length <= 0 or not isinstance(meta.get("sha256"), str):
+        return None  # an empty corpus is never cached, so a length of 0 is damage too
+    if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
+        return None
+    try:
+        dtype = Vocab(tuple(chars)).dtype
+    except ConfigError:
+        return None
+    if meta.get("dtype") != dtype.name or size != length * dtype.itemsize:
         return None
     return meta
 

@@ -98,7 +98,7 @@ def _pooled_novel(pieces: Sequence[np.ndarray], matches: list[Matches], n: int) 
 def span_lengths(text: str) -> tuple[int, ...]:
     """The span lengths of a comma-separated list such as `20,50,100`."""
     parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() and int(p) > 0 for p in parts):
+    if not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):  # isdigit alone takes '²'
         raise ConfigError(f"--spans must be positive whole numbers separated by commas, got {text!r}")
     return tuple(int(p) for p in parts)
 

@@ -31,10 +31,8 @@ def fetch(url: str, quiet: bool = False) -> Path:
     """The local copy of `url`, downloading it first if needed; a partial download is never kept."""
     path = download_path(url)
     meta_path = path.with_name(path.name + ".json")
-    if path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("url") == url and meta.get("size") == path.stat().st_size:
-            return path
+    if _kept(path, meta_path, url):
+        return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -53,6 +51,16 @@ def fetch(url: str, quiet: bool = False) -> Path:
         raise
     atomic_write(meta_path, json.dumps({"url": url, "size": size, "sha256": digest}).encode())
     return path
+
+
+def _kept(path: Path, meta_path: Path, url: str) -> bool:
+    """Whether a whole earlier download of `url` is kept (metadata damaged in any way: download again)."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("url") == url and meta.get("size") == size
 
 
 def _download(url: str, dest: Path, quiet: bool) -> tuple[int, str]:

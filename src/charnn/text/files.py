@@ -7,6 +7,7 @@ is dropped, CRLF becomes LF, and in a folder each file that does not end with a 
 from __future__ import annotations
 
 import codecs
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,9 +63,26 @@ def check_text_file(path: Path, encoding: str) -> None:
         return
     head = _head(path)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{path}: the file is UTF-16 encoded; pass --encoding utf-16")
+        raise DataError(f"{path}: the file is UTF-16 encoded; {_convert_or_train(encoding, 'utf-16')}")
     if looks_binary(head):
         raise DataError(f"{path}: looks like a binary file (NUL bytes or many control characters), not text")
+
+
+def _convert_or_train(encoding: str, actual: str) -> str:
+    """What to do about a file that is not in `encoding`. Only `train` has --encoding; every other command
+    reads text in the encoding its model was trained with, so the advice names the command that has it."""
+    return f"convert it to {encoding}, or train on it as it is with charnn train --encoding {actual}"
+
+
+def read_given_text(source: str) -> str:
+    """The text of a FILE given to check or inspect, or of stdin for '-', as UTF-8 (a BOM dropped)."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"{source}: cannot read it as UTF-8 text ({getattr(e, 'strerror', None) or e})"
+        ) from None
+    return text.removeprefix("\ufeff")
 
 
 def iter_text(files: list[Path], encoding: str, folder: bool = False) -> Iterator[str]:
@@ -104,7 +122,7 @@ def _iter_file(path: Path, encoding: str) -> Iterator[str]:
                 where = offset - held + e.start
                 raise DataError(
                     f"{path}: not valid {encoding} at byte {where}; "
-                    "if the file uses another encoding, pass it, e.g. --encoding latin-1"
+                    + _convert_or_train(encoding, "NAME (e.g. latin-1)")
                 ) from None
             if first:
                 text, first = text.removeprefix("\ufeff"), False

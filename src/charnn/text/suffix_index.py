@@ -85,13 +85,18 @@ class SuffixIndex:
     def _corpus_bytes(self) -> bytes:
         return self._as_bytes(self.ids)
 
+    @cached_property
+    def _width(self) -> int:
+        """Bytes per id in the byte form: the corpus's own id size (ids past 32 bits cannot be chars)."""
+        return min(self.ids.dtype.itemsize, 4)
+
     def _as_bytes(self, ids: np.ndarray) -> bytes:
         """Ids as bytes whose order is the ids' order (big-endian where one byte does not hold them)."""
-        return np.asarray(ids).astype(">u2" if self.ids.dtype.itemsize > 1 else np.uint8).tobytes()
+        return np.asarray(ids).astype(f">u{self._width}").tobytes()
 
     def _find(self, text: bytes, start: int, stop: int) -> int:
         """A corpus position where query[start:stop] occurs, or -1."""
-        width = 2 if self.ids.dtype.itemsize > 1 else 1
+        width = self._width
         pattern, corpus = text[start * width : stop * width], self._corpus_bytes
         size = len(pattern)
         lo, hi = 0, len(self.suffixes)
@@ -193,9 +198,15 @@ def load_index(ids: np.ndarray, sha256: str, chars: tuple[str, ...]) -> SuffixIn
 
 
 def _valid(meta_path: Path, data_path: Path, key: str, length: int) -> bool:
+    """Whether the cached index is this one and whole; a damaged file of any shape reads as no index."""
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         size = data_path.stat().st_size
     except (OSError, ValueError):
         return False
-    return meta.get("key") == key and meta.get("length") == length and size == 4 * length
+    return (
+        isinstance(meta, dict)
+        and meta.get("key") == key
+        and meta.get("length") == length
+        and size == 4 * length
+    )

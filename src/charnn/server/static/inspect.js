@@ -32,9 +32,10 @@
     section.append(label, text, run, status, view);
     run.addEventListener("click", async () => {
       const value = text.value;
+      const length = Array.from(value).length; // in chars (code points), as the server counts them
       if (!value) return void (status.textContent = "Type some text first.");
-      if (value.length > MAX_CHARS) {
-        status.textContent = `The text holds ${value.length} chars; at most ${MAX_CHARS} at once here (charnn inspect takes longer texts).`;
+      if (length > MAX_CHARS) {
+        status.textContent = `The text holds ${length} chars; at most ${MAX_CHARS} at once here (charnn inspect takes longer texts).`;
         return;
       }
       run.disabled = true;
@@ -74,19 +75,22 @@
     const output = document.getElementById("output");
     const status = document.getElementById("status");
     const text = event.detail;
+    // the spans' offsets count code points (an emoji is one), not the UTF-16 units a string is indexed by
+    const chars = Array.from(text);
+    const part = (from, to) => chars.slice(from, to).join("");
     try {
       const found = await post("/v1/copying", { text, k: COPY_K });
       if (output.textContent !== text) return; // a new generation started meanwhile
       const parts = [];
       let at = 0;
       for (const s of found.spans) {
-        parts.push(document.createTextNode(text.slice(at, s.start)));
-        const mark = el("mark", { className: "copied", textContent: text.slice(s.start, s.start + s.length) });
+        parts.push(document.createTextNode(part(at, s.start)));
+        const mark = el("mark", { className: "copied", textContent: part(s.start, s.start + s.length) });
         mark.title = `copied from ${s.file.split("/").pop()}, line ${s.line}`;
         parts.push(mark);
         at = s.start + s.length;
       }
-      parts.push(document.createTextNode(text.slice(at)));
+      parts.push(document.createTextNode(part(at)));
       output.replaceChildren(...parts);
       status.textContent += ` ${found.copied_chars} chars in copied spans of ${COPY_K}+ (highlighted).`;
     } catch (e) {
