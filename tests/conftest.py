@@ -266,3 +266,40 @@ def tmpfs(path: Path, size_kb: int):
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tiny_loop(folder: Path, corpus: Path, prepare: bool = True, clock=None, **train):
+    """A training Loop of the tiny model on `corpus` in run folder `folder` (prepared as a new run unless
+    not `prepare`), TrainConfig `train` on top of TINY's."""
+    from charnn.config import ModelConfig, TrainConfig
+    from charnn.store.rundir import RunDir
+    from charnn.text.corpus import load_corpus
+    from charnn.training.loop import Loop
+    from charnn.training.progress import Reporter
+
+    data = load_corpus(str(corpus))
+    tiny = {k: v for k, v in TINY.items() if k not in ("hidden", "embedding")}
+    cfg = TrainConfig(data=str(corpus), **{**tiny, **train})
+    model_cfg = ModelConfig(vocab_size=len(data.vocab), hidden=TINY["hidden"], embedding=TINY["embedding"])
+    run = RunDir(folder)
+    if prepare:
+        run.prepare(resume=False, overwrite=False)
+    extra = {"clock": clock} if clock else {}
+    return Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True), **extra)
+
+
+def ctrl_c_in_step(loop, step: int, presses: int) -> None:
+    """Make the user press Ctrl-C `presses` times (real SIGINTs) while `loop` runs step `step`, just after its
+    optimizer step."""
+    import signal
+
+    real_step = loop.train_step.optimizer.step
+
+    def step_then_ctrl_c(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        if loop.progress.step == step - 1:
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    loop.train_step.optimizer.step = step_then_ctrl_c

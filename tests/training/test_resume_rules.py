@@ -2,8 +2,6 @@
 time budget, the model a stop saves, and damaged run files refused in one line."""
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -11,13 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 import charnn
-from charnn.config import ModelConfig, TrainConfig
 from charnn.store.checkpoint import load_checkpoint
 from charnn.store.rundir import RunDir
-from charnn.text.corpus import load_corpus
-from charnn.training.loop import Loop, Stopped
-from charnn.training.progress import Reporter
-from conftest import TINY, TINY_FLAGS, FakeClock, assert_clean_error, run_cli
+from charnn.training.loop import Stopped
+from conftest import TINY, TINY_FLAGS, FakeClock, assert_clean_error, ctrl_c_in_step, run_cli, tiny_loop
 
 
 @pytest.fixture
@@ -51,50 +46,28 @@ def test_a_stop_setting_given_on_resume_replaces_the_saved_ones(tmp_path, corpus
 
 
 def test_a_resumed_time_budget_keeps_its_planned_schedule(tmp_path, corpus):
-    data = load_corpus(str(corpus))
-    train = {k: v for k, v in TINY.items() if k not in ("hidden", "embedding")}
-    cfg = TrainConfig(data=str(corpus), time_budget=4.0, max_steps=100_000, schedule="cosine", **train)
-    model_cfg = ModelConfig(vocab_size=len(data.vocab), hidden=32, embedding=16)
-    run = RunDir(tmp_path / "run")
-    run.prepare(resume=False, overwrite=False)
-    first = Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True), clock=FakeClock(0.01))
+    settings = {"time_budget": 4.0, "max_steps": 100_000, "schedule": "cosine"}
+    first = tiny_loop(tmp_path / "run", corpus, clock=FakeClock(0.01), **settings)
     first.run()
     planned = first.progress.planned_steps
     assert 0 < planned < 100_000
-    second = Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True))
-    second.restore(load_checkpoint(run.checkpoints()[-1]))
+    second = tiny_loop(tmp_path / "run", corpus, prepare=False, **settings)
+    second.restore(load_checkpoint(first.rundir.checkpoints()[-1]))
     assert second.progress.planned_steps == planned
 
 
 def test_a_stop_before_the_first_evaluation_saves_a_model_that_the_next_evaluation_replaces(tmp_path, corpus):
-    data = load_corpus(str(corpus))
-    train = {k: v for k, v in TINY.items() if k not in ("hidden", "embedding")}
-    cfg = TrainConfig(data=str(corpus), max_steps=12, eval_every=8, **train)
-    model_cfg = ModelConfig(vocab_size=len(data.vocab), hidden=32, embedding=16)
-
-    def loop_in(name: str) -> Loop:
-        run = RunDir(tmp_path / name)
-        run.prepare(resume=False, overwrite=False)
-        return Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True))
-
-    whole = loop_in("whole")
+    settings = {"max_steps": 12, "eval_every": 8}
+    whole = tiny_loop(tmp_path / "whole", corpus, **settings)
     whole.run()
-    cut = loop_in("cut")
-    real_step = cut.train_step.optimizer.step
-
-    def step_then_ctrl_c(*args, **kwargs):
-        result = real_step(*args, **kwargs)
-        if cut.progress.step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    cut.train_step.optimizer.step = step_then_ctrl_c
+    cut = tiny_loop(tmp_path / "cut", corpus, **settings)
+    ctrl_c_in_step(cut, 3, presses=1)
     with pytest.raises(Stopped, match="stopped by SIGINT at step 3"):
         cut.run()
     saved = json.loads((cut.rundir.checkpoints()[-1] / "state.json").read_text())
     assert saved["best_val_loss"] is None and (cut.rundir.model_dir / "model.safetensors").exists()
     assert not cut.rundir.metrics_path.exists() or "val_loss" not in cut.rundir.metrics_path.read_text()
-    resumed = Loop.create(cut.rundir, model_cfg, cfg, data, "seed", Reporter(quiet=True))
+    resumed = tiny_loop(tmp_path / "cut", corpus, prepare=False, **settings)
     resumed.restore(load_checkpoint(cut.rundir.checkpoints()[-1]))
     resumed.run()
     a, b = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("whole", "cut"))

@@ -2,21 +2,16 @@
 a folder charnn did not make."""
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 
-from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import RunDirError
 from charnn.store.checkpoint import load_checkpoint
 from charnn.store.rundir import RunDir
-from charnn.text.corpus import load_corpus
-from charnn.training.loop import Loop, Stopped
-from charnn.training.progress import Reporter
-from conftest import TINY, TINY_FLAGS, assert_clean_error, run_cli, snapshot, tmpfs
+from charnn.training.loop import Stopped
+from conftest import TINY_FLAGS, assert_clean_error, ctrl_c_in_step, run_cli, snapshot, tiny_loop, tmpfs
 
 
 @pytest.fixture
@@ -100,37 +95,17 @@ def test_a_full_disk_never_leaves_a_torn_metrics_line(tmp_path):
 
 
 def test_a_second_ctrl_c_inside_a_step_saves_nothing_and_the_resume_stays_exact(tmp_path, corpus):
-    data = load_corpus(str(corpus))
-    train = {k: v for k, v in TINY.items() if k not in ("hidden", "embedding")}
-    cfg = TrainConfig(data=str(corpus), max_steps=8, save_every=3, **train)
-    model_cfg = ModelConfig(vocab_size=len(data.vocab), hidden=32, embedding=16)
-
-    def loop_in(name: str) -> Loop:
-        run = RunDir(tmp_path / name)
-        if name != "resumed":
-            run.prepare(resume=False, overwrite=False)
-        return Loop.create(run, model_cfg, cfg, data, "seed", Reporter(quiet=True))
-
-    whole = loop_in("whole")
+    settings = {"max_steps": 8, "save_every": 3}
+    whole = tiny_loop(tmp_path / "whole", corpus, **settings)
     whole.run()
-    cut = loop_in("cut")
-    real_step = cut.train_step.optimizer.step
-
-    def step_then_two_ctrl_c(*args, **kwargs):  # the user presses Ctrl-C twice while step 5 runs
-        result = real_step(*args, **kwargs)
-        if cut.progress.step == 4:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    cut.train_step.optimizer.step = step_then_two_ctrl_c
+    cut = tiny_loop(tmp_path / "cut", corpus, **settings)
+    ctrl_c_in_step(cut, 5, presses=2)
     with pytest.raises(Stopped, match="second Ctrl-C, nothing saved.*continue from .*step-000000003") as stop:
         cut.run()
     assert stop.value.exit_code == 130
     assert [p.name for p in cut.rundir.checkpoints()] == ["step-000000003"]
     cut.rundir.unlock()
-    (tmp_path / "cut").rename(tmp_path / "resumed")
-    resumed = loop_in("resumed")
+    resumed = tiny_loop(tmp_path / "cut", corpus, prepare=False, **settings)
     resumed.restore(load_checkpoint(resumed.rundir.checkpoints()[-1]))
     resumed.run()
     for a, b in zip(whole.train_step.model.parameters(), resumed.train_step.model.parameters(), strict=True):
