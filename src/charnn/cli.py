@@ -161,12 +161,10 @@ def _train(args: argparse.Namespace) -> int:
 
     from charnn.training.run import train
 
-    chosen = given(args, RunOptions)
-    opts = build(RunOptions, chosen)
-    out = opts.out or f"runs/{opts.preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    opts = build(RunOptions, given(args, RunOptions))
+    out = opts.out or f"runs/{opts.preset or 'seed'}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     settings = {**given(args, ModelConfig), **given(args, TrainConfig)}
-    preset = chosen.get("preset")  # None: the seed preset, or on --resume the run's own
-    run = {"preset": preset, "resume": opts.resume, "overwrite": opts.overwrite, "quiet": opts.quiet}
+    run = {"preset": opts.preset, "resume": opts.resume, "overwrite": opts.overwrite, "quiet": opts.quiet}
     result = train(out, **run, **settings)
     val = f", best val loss {result.val_loss:.4f} nats/char" if result.val_loss is not None else ""
     print(

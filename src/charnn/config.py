@@ -276,7 +276,12 @@ class RunOptions:
     """What `charnn train` does with its run folder (the Python API's train() keywords)."""
 
     commands: ClassVar = ("train",)
-    preset: str = setting("seed", "named settings; flags given beside it override its values", group="model")
+    preset: str | None = setting(
+        None,
+        "named settings; flags given beside it override its values (on --resume: the run's own)",
+        shown_default="seed",
+        group="model",
+    )
     out: str | None = setting(None, "run folder", shown_default="runs/PRESET-DATE-TIME", group="run")
     resume: bool = setting(False, "continue the run in --out from its newest checkpoint", group="run")
     overwrite: bool = setting(False, "replace a run already in --out", group="run")
