@@ -93,6 +93,17 @@ def write_folder(final: Path, files: dict[str, bytes]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def cached_sidecar(meta_path: Path, data_path: Path) -> tuple[dict, int] | None:
+    """A cache entry's JSON sidecar (an object) and the size of the data file it describes, or None where
+    either is missing or damaged in any way: the caller rebuilds the entry."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        size = data_path.stat().st_size
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return (meta, size) if isinstance(meta, dict) else None
+
+
 def read_json(path: Path) -> dict:
     """Parse a JSON object from `path`, raising ModelFileError naming the file when it cannot."""
     try:

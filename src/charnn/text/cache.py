@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import ConfigError, DataError
-from charnn.fileio import atomic_stream, atomic_write, cache_root, write_error
+from charnn.fileio import atomic_stream, atomic_write, cache_root, cached_sidecar, write_error
 from charnn.text.files import iter_text
 from charnn.text.vocab import Vocab
 
@@ -48,12 +48,11 @@ def encoded_corpus(files: list[Path], encoding: str, folder: bool) -> tuple[np.n
 def _valid_meta(meta_path: Path, ids_path: Path, signature: list) -> dict | None:
     """The cached metadata when it is of these files as they are now and matches the ids on disk, else None
     (a damaged file of any shape included: it is rebuilt)."""
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        size = ids_path.stat().st_size
-    except (OSError, ValueError):
+    cached = cached_sidecar(meta_path, ids_path)
+    if cached is None:
         return None
-    if not isinstance(meta, dict) or meta.get("signature") != signature:
+    meta, size = cached
+    if meta.get("signature") != signature:
         return None
     length, chars = meta.get("length"), meta.get("chars")
     if type(length) is not int or length <= 0 or not isinstance(meta.get("sha256"), str):

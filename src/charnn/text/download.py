@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from charnn.errors import DataError
-from charnn.fileio import atomic_write, cache_root, fsync_dir
+from charnn.fileio import atomic_write, cache_root, cached_sidecar, fsync_dir
 
 TIMEOUT_S = 60
 _BLOCK = 1 << 16
@@ -55,12 +55,11 @@ def fetch(url: str, quiet: bool = False) -> Path:
 
 def _kept(path: Path, meta_path: Path, url: str) -> bool:
     """Whether a whole earlier download of `url` is kept (metadata damaged in any way: download again)."""
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        size = path.stat().st_size
-    except (OSError, ValueError):
+    cached = cached_sidecar(meta_path, path)
+    if cached is None:
         return False
-    return isinstance(meta, dict) and meta.get("url") == url and meta.get("size") == size
+    meta, size = cached
+    return meta.get("url") == url and meta.get("size") == size
 
 
 def _download(url: str, dest: Path, quiet: bool) -> tuple[int, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from charnn.errors import DataError
-from charnn.fileio import atomic_write, cache_root, write_error
+from charnn.fileio import atomic_write, cache_root, cached_sidecar, write_error
 
 INDEX_VERSION = 1
 MAX_INDEX_CHARS = 2**31 - 1  # positions are int32: 8 bytes per char would double the index for no user
@@ -199,14 +199,8 @@ def load_index(ids: np.ndarray, sha256: str, chars: tuple[str, ...]) -> SuffixIn
 
 def _valid(meta_path: Path, data_path: Path, key: str, length: int) -> bool:
     """Whether the cached index is this one and whole; a damaged file of any shape reads as no index."""
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        size = data_path.stat().st_size
-    except (OSError, ValueError):
+    cached = cached_sidecar(meta_path, data_path)
+    if cached is None:
         return False
-    return (
-        isinstance(meta, dict)
-        and meta.get("key") == key
-        and meta.get("length") == length
-        and size == 4 * length
-    )
+    meta, size = cached
+    return meta.get("key") == key and meta.get("length") == length and size == 4 * length
