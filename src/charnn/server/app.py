@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+import traceback
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from pydantic import BaseModel, Field, create_model
 
 from charnn.api import describe, weights_for
-from charnn.config import SamplingConfig, ServeConfig
+from charnn.config import SamplingConfig, ServeConfig, debug
 from charnn.declare import declared
 from charnn.errors import CharnnError
 from charnn.sampling import start_text
@@ -87,6 +89,36 @@ class CapBody:
         await reply(scope, receive, send)
 
 
+class InternalErrors:
+    """A bug of the server's own (not a bad request) answers 500 with one JSON line naming it, where
+    Starlette would answer a bare "Internal Server Error", and leaves one line in the server's log (the
+    traceback with CHARNN_DEBUG=1). Past a response's start (a stream) only the log line is left."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_noting(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting)
+        except Exception as e:
+            if debug():
+                traceback.print_exc()
+            first_line = (str(e).splitlines() or [""])[0]
+            what = f"internal error: {type(e).__name__}: {first_line}"
+            print(f"charnn serve: {scope['method']} {scope['path']}: {what}", file=sys.stderr, flush=True)
+            if not started:
+                await JSONResponse({"detail": what}, status_code=500)(scope, receive, send)
+
+
 async def cancel_when_gone(request: Request, engine: Engine, stream: Stream) -> None:
     """End `stream` once its client hangs up: a handler that is not streaming is not told otherwise."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -104,6 +136,7 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
     app.include_router(look_router(loaded, finder))
 
     app.add_middleware(CapBody, limit=limits.max_body_bytes)
+    app.add_middleware(InternalErrors)  # added last: it runs first, so it sees every other part's errors
 
     def admit(req: BaseModel) -> Stream:
         """The request's stream, taken in by the engine; 422 for a bad request, 503 without room."""
