@@ -84,6 +84,21 @@ def test_tampered_weights_are_refused_unless_no_verify(model):
     assert_clean_error(run_cli("generate", str(model)), "sha256 does not match", "--no-verify")
     result = run_cli("generate", str(model), "--no-verify", "--length", "5", "--seed", "1")
     assert result.returncode == 0 and len(result.stdout) == 6
+    # every command that reads a model takes the flag its refusal advises
+    for command, *flags in (("info",), ("evaluate",), ("inspect", "--text", "the", "--json")):
+        assert_clean_error(run_cli(command, str(model), *flags), "sha256 does not match", "--no-verify")
+        assert run_cli(command, str(model), *flags, "--no-verify").returncode == 0
+
+
+def test_a_run_from_tampered_weights_is_refused_with_advice_it_can_follow(model, tmp_path):
+    tensors = load_file(str(model / "model.safetensors"))
+    tensors["head.bias"] += 1.0
+    save_file(tensors, str(model / "model.safetensors"))
+    (tmp_path / "text.txt").write_text(PARAGRAPH * 20, encoding="utf-8")
+    result = run_cli("train", "--data", str(tmp_path / "text.txt"), "--out", str(tmp_path / "run"),
+                     "--init-from", str(model), "--max-steps", "1")  # fmt: skip
+    assert_clean_error(result, "sha256 does not match", "copy the model again")
+    assert "--no-verify" not in result.stderr  # train has no such flag
 
 
 def test_weights_of_the_wrong_shape_or_dtype(model):

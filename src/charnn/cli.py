@@ -198,10 +198,22 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace, device: str = "cpu") -> Any:
+    """The MODEL argument as the command's API takes it: its path, or with --no-verify the model loaded
+    without checking its weights' sha256."""
+    if args.verify is not False:
+        return args.model
+    from charnn.api import load
+
+    return load(args.model, device, verify=False)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from charnn.api import evaluate
 
-    report = evaluate(args.model, **given(args, EvaluateConfig))
+    settings = given(args, EvaluateConfig)
+    model = _model(args, build(EvaluateConfig, settings).device)
+    report = evaluate(model, **settings)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -221,7 +233,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from charnn.api import describe, load
 
-    report = describe(load(args.model))
+    report = describe(load(args.model, verify=args.verify is not False))
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -252,14 +264,14 @@ def _info(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from charnn.server import serve
 
-    serve(args.model, build(ServeConfig, given(args, ServeConfig)))
+    serve(_model(args), build(ServeConfig, given(args, ServeConfig)))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from charnn.export.folder import export
 
-    result = export(args.model, **given(args, ExportConfig))
+    result = export(_model(args), **given(args, ExportConfig))
     for warning in result.warnings:
         print(f"charnn: warning: {warning}", file=sys.stderr)
     total = sum(result.sizes.values())
@@ -270,7 +282,7 @@ def _export(args: argparse.Namespace) -> int:
 def _copying(args: argparse.Namespace) -> int:
     from charnn.copy_report import copying_report, format_report
 
-    report = copying_report(args.model, **given(args, CopyingConfig))
+    report = copying_report(_model(args), **given(args, CopyingConfig))
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
     return 0
 
@@ -278,7 +290,7 @@ def _copying(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from charnn.inspection.page import inspect_to
 
-    summary = inspect_to(args.model, as_json=args.json, **given(args, InspectConfig))
+    summary = inspect_to(_model(args), as_json=args.json, **given(args, InspectConfig))
     print(summary, file=None if args.json else sys.stderr)
     return 0
 

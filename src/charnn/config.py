@@ -30,6 +30,7 @@ OLD_LSTM_KERNELS = {"fused": "pytorch", "charnn": "charnn-bf16"}
 SPLITS = ("val", "train", "all")
 MAX_LR = 10.0
 MAX_LENGTH = 1_000_000
+READERS = ("generate", "evaluate", "info", "serve", "export", "copying", "inspect")  # read a model
 MAX_SAMPLES = 1024
 MAX_TOTAL_CHARS = 10_000_000
 STREAMS_PER_CORE = 64  # charnn serve's default capacity (docs/serve.md has the measurements)
@@ -301,8 +302,9 @@ class SamplingConfig:
     length: int = setting(1000, "characters to generate", ge=0, le=MAX_LENGTH)
     temperature: float = setting(
         TEMPERATURE,
-        "below 1: safer text; above 1: wilder",
+        "below 1: safer text; above 1: wilder (at 1,000 every char is about as likely)",
         ge=1e-6,
+        le=1_000,
         hint="--greedy picks the most likely char",
     )
     top_k: int | None = setting(None, "sample only among the k most likely chars", ge=1)
@@ -330,7 +332,7 @@ class GenerateConfig:
     commands: ClassVar = ("generate",)
     device: str = _device("cpu")
     weights: str = _weights("auto", ("auto", *WEIGHT_FORMATS))
-    verify: bool = setting(True, "load weights whose sha256 does not match config.json")
+    verify: bool = setting(True, "load weights whose sha256 does not match config.json", commands=READERS)
 
     def __post_init__(self) -> None:
         settle(self)

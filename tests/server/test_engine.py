@@ -319,3 +319,17 @@ def test_a_model_whose_outputs_are_not_finite_ends_each_stream_with_the_reason(t
     for reason in (reply["finish_reason"], streamed[-1][1]["finish_reason"]):
         assert reason.startswith("error: the model's outputs are not finite numbers")
     assert reply["text"] == "he" and [kind for kind, _ in streamed] == ["start", "done"]
+
+
+def test_a_stream_whose_settings_fail_to_join_ends_alone(model_run):
+    engine = Engine(charnn.load(model_run), "fp32", ServeConfig())
+    good = Stream(SamplingConfig(length=300, seed=1), "All:", timeout=60)
+    engine.submit(good)
+    wait_until(lambda: engine.take(good)[0])  # it is live and generating
+    cfg = SamplingConfig(length=5, seed=2)
+    object.__setattr__(cfg, "temperature", 1e39)  # past the declaration's check: no float32 holds it
+    bad = Stream(cfg, "", timeout=60)
+    engine.submit(bad)
+    assert wait_until(lambda: engine.take(bad)[1]).startswith("error: ")
+    assert wait_until(lambda: engine.take(good)[1]) == "length"  # the other stream went on to its end
+    engine.shutdown()

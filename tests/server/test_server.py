@@ -12,7 +12,7 @@ import pytest
 from charnn.config import SamplingConfig
 from charnn.declare import declared
 from charnn.server import background as server
-from conftest import assert_clean_error, events, run_cli, wait_until
+from conftest import PARAGRAPH, assert_clean_error, events, run_cli, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,8 @@ def test_stream_sends_one_event_per_character(api):
         ({"top_p": 1.5}, "less than or equal to 1"),
         ({"start": "Zebra~"}, "never saw"),
         ({"length": "lots"}, "valid integer"),
+        ({"temperature": 1e39}, "less than or equal to 1000"),  # beyond float32: it once ended every stream
+        ({"temprature": 0.5}, "Extra inputs are not permitted"),  # a misspelt name is not left at its default
     ],
 )
 def test_bad_requests_are_422_with_the_reason(api, body, needle):
@@ -216,3 +218,78 @@ def test_concurrent_requests_do_not_disturb_each_other(api):
         t.join()
     assert together[:2] == alone[:2]
     assert len(set(alone)) == 4
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"temperature": NaN, "length": 5}',
+        b'{"length": 1e400}',
+        b'{"temperature": -Infinity, "length": 1}',
+        b'{"start": ["\\ud83d"], "length": 3}',
+        b'["\\ud83d"]',
+        b'{"\\ud83d": 1}',
+    ],
+)
+def test_bodies_json_cannot_echo_are_422_not_500(api, body):
+    response = httpx.post(api + "/v1/generate", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"), [({"length": True}, "valid integer"), ({"greedy": "yes"}, "valid boolean")]
+)
+def test_a_json_body_takes_each_value_in_its_own_type(api, body, needle):
+    response = httpx.post(api + "/v1/generate", json={"length": 3, **body})
+    assert response.status_code == 422 and needle in json.dumps(response.json())
+
+
+def test_errors_name_the_request_fields_not_the_flags(api):
+    detail = httpx.post(api + "/v1/generate", json={"start": "Zebra~", "length": 3}).json()["detail"]
+    assert detail.startswith("start holds") and "set skip_unknown" in detail and "--" not in detail
+
+
+def test_the_model_description_names_the_servers_weights_and_limits(model_run):
+    with server(model_run, "--weights", "fp32", "--max-streams", "3", "--stall-timeout", "4") as (base, _):
+        info = httpx.get(base + "/v1/model").json()
+    assert info["weights"] == "fp32"
+    assert info["limits"] == {
+        "max_length": 5000,
+        "max_samples": 16,
+        "max_start": 2000,
+        "max_body_bytes": 16 * 1024,
+        "capacity_streams": 3,
+        "timeout_s": 60.0,
+        "stall_timeout_s": 4.0,
+    }
+
+
+def test_a_text_longer_than_the_body_cap_is_checked_for_copies(api):
+    text = (PARAGRAPH * 60)[:20_000]  # the training text's own: over the 16 KiB cap of other requests
+    response = httpx.post(api + "/v1/copying", json={"text": text, "k": 20})
+    assert response.status_code == 200 and response.json()["copied_chars"] > 0.9 * len(text)
+    too_long = httpx.post(api + "/v1/copying", json={"text": "a" * 100_001})
+    assert too_long.status_code == 422 and "at most 100000 characters" in too_long.text
+    huge = httpx.post(api + "/v1/copying", json={"text": "a" * 1_300_000})
+    assert huge.status_code == 413
+
+
+def test_a_model_refused_for_its_weights_serves_with_no_verify(model_run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(model_run / "model", model)
+    tensors = load_file(str(model / "model.safetensors"))
+    tensors["head.bias"] += 1.0
+    save_file(tensors, str(model / "model.safetensors"))
+    assert_clean_error(run_cli("serve", str(model), "--port", "1"), "sha256 does not match", "--no-verify")
+    with server(model, "--no-verify") as (base, _):
+        assert httpx.post(base + "/v1/generate", json={"length": 3}).status_code == 200
+
+
+def test_an_ipv6_host_is_written_in_brackets():
+    from charnn.server import url
+
+    assert url("::1", 8000) == "http://[::1]:8000" and url("127.0.0.1", 80) == "http://127.0.0.1:80"

@@ -12,13 +12,17 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from charnn.config import ServeConfig
 from charnn.errors import CharnnError
 
+if TYPE_CHECKING:
+    from charnn.store.model_dir import LoadedModel
 
-def serve(model: str | Path, config: ServeConfig | None = None) -> None:
-    """Load `model` once and serve the page and API until interrupted."""
+
+def serve(model: str | Path | LoadedModel, config: ServeConfig | None = None) -> None:
+    """Load `model` once (or take it loaded) and serve the page and API until interrupted."""
     config = config or ServeConfig()
     try:
         import uvicorn
@@ -32,16 +36,17 @@ def serve(model: str | Path, config: ServeConfig | None = None) -> None:
     import torch
 
     from charnn.api import load, weights_for
+    from charnn.store.model_dir import LoadedModel
 
     host, port = config.host, config.port
     listener = _listen(host, port)
-    loaded = load(model)
+    loaded = model if isinstance(model, LoadedModel) else load(model)
     weights_for(loaded, config.weights, 1)  # a weight format this CPU cannot run is refused before serving
     # One engine thread runs every batched step; the event loop (HTTP, JSON) needs a core of its own.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     app = create_app(loaded, config)
     print(
-        f"charnn: serving {loaded.path} at http://{host}:{port}/ (API docs at /docs); Ctrl-C stops",
+        f"charnn: serving {loaded.path} at {url(host, port)}/ (API docs at /docs); Ctrl-C stops",
         file=sys.stderr,
     )
     settings = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
@@ -89,6 +94,11 @@ def _listen(host: str, port: int) -> socket.socket:
         listener.close()
         raise CharnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     return listener
+
+
+def url(host: str, port: int) -> str:
+    """The server's address as a URL: an IPv6 host in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 import traceback
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from charnn.api import describe, weights_for
 from charnn.config import SamplingConfig, ServeConfig, debug
@@ -29,7 +31,7 @@ from charnn.errors import CharnnError
 from charnn.sampling import start_text
 from charnn.server.browser import add_browser_routes
 from charnn.server.engine import BLOCK, Engine
-from charnn.server.look import CopyFinder, look_router
+from charnn.server.look import BODY_LIMITS, CopyFinder, look_router
 from charnn.server.metrics import prometheus
 from charnn.server.streams import Busy, Stream
 from charnn.store.model_dir import LoadedModel
@@ -37,45 +39,77 @@ from charnn.store.model_dir import LoadedModel
 STATIC = Path(str(resources.files("charnn").joinpath("server/static")))
 
 
-def request_model(name: str, exclude: tuple[str, ...] = ()) -> type[BaseModel]:
-    """A pydantic model of SamplingConfig's declared settings (names, defaults, bounds and help)."""
+def request_model(name: str, exclude: tuple[str, ...] = (), strict: bool = True) -> type[BaseModel]:
+    """A pydantic model of SamplingConfig's declared settings (names, defaults, bounds and help). A name it
+    lacks is refused (a misspelt setting would else fall back to its default); `strict`: each value of its
+    own JSON type, as the command line takes them (not `true` for a length), for bodies, not query strings."""
     fields: dict[str, Any] = {}
     for d in declared(SamplingConfig):
         if d.name in exclude:
             continue
         kind = d.kind | None if d.optional else d.kind
         fields[d.name] = (kind, Field(d.default, description=d.how.help, **d.how.bounds))
-    return create_model(name, **fields)
+    return create_model(name, __config__=ConfigDict(extra="forbid", strict=strict), **fields)
 
 
 GenerateRequest = request_model("GenerateRequest")
 # A stream carries one sample; the page and EventSource clients send these as query parameters.
-StreamRequest = request_model("StreamRequest", exclude=("num_samples",))
+StreamRequest = request_model("StreamRequest", exclude=("num_samples",), strict=False)
+_FLAG = re.compile(r"(pass )?--([a-z][a-z-]*)")
+_FIELDS = {d.name for d in declared(SamplingConfig)}
+
+
+def api_words(message: str) -> str:
+    """A settings error as an HTTP client reads it: `top_k`, not `--top-k` ("set skip_unknown", not "pass
+    --skip-unknown"); flags that are not request fields stay as they are."""
+
+    def field_name(m: re.Match) -> str:
+        name = m[2].replace("-", "_")
+        return ("set " if m[1] else "") + name if name in _FIELDS else m[0]
+
+    return _FLAG.sub(field_name, message)
+
+
+def _printable(value: Any) -> Any:
+    """A value of a validation error that JSON can carry: text with a lone surrogate escaped."""
+    return value.encode("utf-8", "backslashreplace").decode() if isinstance(value, str) else value
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with where and what, as FastAPI's own, without echoing the input: NaN, an infinity or a lone
+    surrogate in it made FastAPI's reply fail (a 500 for the client's mistake)."""
+    detail = [
+        {"loc": [_printable(part) for part in e["loc"]], "msg": _printable(e["msg"]), "type": e["type"]}
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 class CapBody:
-    """413 for a request body over `limit` bytes: by its Content-Length, or for a body sent without one
-    (chunked), read here up to the limit and handed on (plain ASGI: responses stream untouched)."""
+    """413 for a request body over `limit` bytes (or the path's own limit in `paths`): by its Content-Length,
+    or for a body sent without one (chunked), read here up to the limit and handed on (plain ASGI: responses
+    stream untouched)."""
 
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, paths: dict[str, int] | None = None):
+        self.app, self.default, self.paths = app, limit, paths or {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.paths.get(scope["path"], self.default)
         headers = dict(scope["headers"])
         length = headers.get(b"content-length", b"")
         if length.isdigit() and b"transfer-encoding" not in headers:  # else the chunks say the length
-            if int(length) > self.limit:
-                return await self._too_big(scope, receive, send)
+            if int(length) > limit:
+                return await _too_big(limit, scope, receive, send)
             return await self.app(scope, receive, send)
         messages, size = [], 0
         while True:
             message = await receive()
             messages.append(message)
             size += len(message.get("body", b""))
-            if size > self.limit:
-                return await self._too_big(scope, receive, send)
+            if size > limit:
+                return await _too_big(limit, scope, receive, send)
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
 
@@ -84,9 +118,10 @@ class CapBody:
 
         await self.app(scope, replay, send)
 
-    async def _too_big(self, scope: dict, receive: Any, send: Any) -> None:
-        reply = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
-        await reply(scope, receive, send)
+
+async def _too_big(limit: int, scope: dict, receive: Any, send: Any) -> None:
+    reply = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
+    await reply(scope, receive, send)
 
 
 class InternalErrors:
@@ -132,10 +167,11 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
     engine = Engine(loaded, weights_for(loaded, limits.weights, BLOCK), limits)
     app = FastAPI(title="charnn", description="Generate text with a character-level RNN.", version="1")
     app.state.engine = engine
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     finder = CopyFinder(loaded)
     app.include_router(look_router(loaded, finder))
 
-    app.add_middleware(CapBody, limit=limits.max_body_bytes)
+    app.add_middleware(CapBody, limit=limits.max_body_bytes, paths=BODY_LIMITS)
     app.add_middleware(InternalErrors)  # added last: it runs first, so it sees every other part's errors
 
     def admit(req: BaseModel) -> Stream:
@@ -154,7 +190,7 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
                     raise HTTPException(422, f"{what} {value} is over this server's limit of {limit}")
             stream = Stream(cfg, start_text(loaded.vocab, cfg), limits.timeout)
         except CharnnError as e:
-            raise HTTPException(422, str(e)) from None
+            raise HTTPException(422, api_words(str(e))) from None
         engine.wakeups.bind(asyncio.get_running_loop())
         try:
             engine.submit(stream)
@@ -185,10 +221,15 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
     async def model_info() -> dict:
         return {
             **describe(loaded),
+            "weights": engine.weights,  # the server's own format, for every request
             "limits": {
                 "max_length": limits.max_length,
                 "max_samples": limits.max_samples,
+                "max_start": limits.max_start,
+                "max_body_bytes": limits.max_body_bytes,
+                "capacity_streams": engine.capacity,
                 "timeout_s": limits.timeout,
+                "stall_timeout_s": limits.stall_timeout,
             },
         }
 

@@ -51,7 +51,7 @@ class Engine:
         self.loaded, self.capacity = loaded, capacity(limits)
         self.stall_timeout, self.buffer = limits.stall_timeout, limits.stream_buffer
         self.model = loaded.model.eval()
-        self.stepper = StepModel(self.model, weights)
+        self.weights, self.stepper = weights, StepModel(self.model, weights)
         self.states: list = []  # one state per block of BLOCK rows, added as streams need them
         rows, vocab = -(-self.capacity * limits.max_samples // BLOCK) * BLOCK, len(loaded.vocab)
         self.logits = torch.zeros(rows, vocab)
@@ -133,11 +133,15 @@ class Engine:
                     return
                 # they stay in `joining` until joined: counted against the capacity, ended by a shutdown
                 joining = list(self.joining)
-            try:
-                for s in joining:
+            for s in joining:
+                try:
                     self._join(s)
+                except Exception as e:  # of this stream's own settings: it ends alone, with the reason
+                    with self.cv:
+                        self._finish(s, f"error: {e}")
+            try:
                 self._advance()
-            except Exception as e:  # surfaced to every client as the reason, never a stream left hanging
+            except Exception as e:  # one step of all: surfaced to every client, never a stream left hanging
                 with self.cv:
                     for s in [*self.live, *self.joining]:
                         self._finish(s, f"error: {e}")

@@ -13,7 +13,7 @@ from importlib import resources
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from charnn.copy_report import encode_known, training_index
 from charnn.errors import CharnnError
@@ -21,16 +21,28 @@ from charnn.inspection.page import inspection
 from charnn.store.model_dir import LoadedModel
 from charnn.text.copying import Locator, copied_spans
 
-MAX_PAGE_CHARS = 5_000  # the longest text the tab inspects: its request stays under the body cap (16 KB)
+MAX_PAGE_CHARS = 5_000  # the longest text the tab inspects
 MAX_COPYING_CHARS = 100_000
 
 
+def _body_bytes(chars: int) -> int:
+    """The largest JSON body of a text of `chars` chars: 12 bytes each at most (an emoji written as
+    \\ud83d\\ude00), and room for the other fields."""
+    return 12 * chars + 1024
+
+
+# These endpoints take texts longer than the server's body cap allows: their bodies are capped by the text.
+BODY_LIMITS = {"/v1/inspect": _body_bytes(MAX_PAGE_CHARS), "/v1/copying": _body_bytes(MAX_COPYING_CHARS)}
+
+
 class InspectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
     text: str = Field(description=f"the text to look inside (at most {MAX_PAGE_CHARS:,} chars)")
     units: int = Field(6, ge=1, le=64, description="units shown per layer, best correlated first")
 
 
 class CopyingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
     text: str = Field(description="text to find in the training text", max_length=MAX_COPYING_CHARS)
     k: int = Field(20, ge=1, description="shortest copied span reported")
 

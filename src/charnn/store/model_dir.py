@@ -87,8 +87,14 @@ def resolve_model_dir(path: str | Path) -> Path:
     raise ModelFileError(f"{p}: not a charnn run or model folder (no config.json or {MODEL_DIR}/ inside)")
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> LoadedModel:
-    """Load a model folder (or a run folder's best model), checking it is complete and untampered."""
+NO_VERIFY = "pass --no-verify to load it anyway"
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", verify: bool = True, advice: str = NO_VERIFY
+) -> LoadedModel:
+    """Load a model folder (or a run folder's best model), checking it is complete and untampered (`advice`:
+    what a refusal of its weights says to do)."""
     directory = resolve_model_dir(path)
     info = read_json(directory / "config.json")
     version = info.get("format_version")
@@ -119,10 +125,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", verify: boo
     sha256 = info.get("weights_sha256")
     if verify and not isinstance(sha256, str):
         raise ModelFileError(
-            f"{directory / 'config.json'}: records no weights_sha256 to check the weights against; "
-            "pass --no-verify to load them anyway"
+            f"{directory / 'config.json'}: records no weights_sha256 to check the weights against; {advice}"
         )
-    tensors = read_tensors(weights_path, sha256 if verify else None)
+    tensors = read_tensors(weights_path, sha256 if verify else None, advice)
     check_weights(tensors, parameter_shapes(config), weights_path)  # before allocating a model
     model = CharRNN(config, init=False)
     model.load_state_dict(tensors)
@@ -130,9 +135,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", verify: boo
     return LoadedModel(model, vocab, config, info, directory)
 
 
-def read_tensors(
-    path: Path, sha256: str | None = None, advice: str = "pass --no-verify to load it anyway"
-) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path, sha256: str | None = None, advice: str = NO_VERIFY) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file; with `sha256`, refuse a file whose hash differs (saying `advice`)."""
     try:
         data = path.read_bytes()

@@ -36,7 +36,8 @@ class Origin:
 def start(cfg: TrainConfig, model_settings: dict, given: dict) -> tuple[dict, Origin]:
     """The run's model settings with the shape of --init-from's model, and that model. Shape settings given
     on the command line that disagree with it are refused."""
-    loaded = load_model(cfg.init_from)
+    # a run cannot start from weights it cannot check: charnn generate --no-verify can still read them
+    loaded = load_model(cfg.init_from, advice="copy the model again, or start from another one")
     shape = {k: getattr(loaded.config, k) for k in SHAPE}
     for key, value in shape.items():
         if given.get(key) is not None and given[key] != value:

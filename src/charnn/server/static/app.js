@@ -38,28 +38,40 @@ function generate(event) {
   count = 0;
   started = performance.now();
   setRunning(true);
-  // EventSource cannot show an HTTP error's body, so ask once with fetch when the stream fails to open.
-  source = new EventSource("/v1/generate/stream?" + params.toString());
-  source.addEventListener("start", (e) => { output.textContent = JSON.parse(e.data).text; });
-  source.onmessage = (e) => {
+  const url = "/v1/generate/stream?" + params.toString();
+  const mine = new EventSource(url);
+  let opened = false;
+  source = mine;
+  mine.addEventListener("start", (e) => {
+    opened = true;
+    output.textContent = JSON.parse(e.data).text;
+  });
+  mine.onmessage = (e) => {
     output.textContent += JSON.parse(e.data).text;
     count += 1;
   };
-  source.addEventListener("done", (e) => {
+  mine.addEventListener("done", (e) => {
     const reason = JSON.parse(e.data).finish_reason;
     const seconds = (performance.now() - started) / 1000;
     finish(`${count} characters in ${seconds.toFixed(1)} s (${reason}).`);
     document.dispatchEvent(new CustomEvent("charnn:generated", { detail: output.textContent }));
   });
-  source.onerror = async () => {
-    if (!source) return;
-    const response = await fetch("/v1/generate/stream?" + params.toString()).catch(() => null);
+  mine.onerror = async () => {
+    if (source !== mine) return;
+    mine.close(); // never reconnect: the server would start the whole generation again
     let message = "The connection to the server was lost.";
-    if (response && !response.ok) {
-      const body = await response.json().catch(() => ({}));
-      message = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail || message;
+    if (!opened) {
+      // EventSource cannot show an HTTP error's body: ask once with fetch, and read only an error's body.
+      // An answer that opens this time is cut at once, so nothing generates for no one.
+      const ask = new AbortController();
+      const response = await fetch(url, { signal: ask.signal }).catch(() => null);
+      if (response && !response.ok) {
+        const body = await response.json().catch(() => ({}));
+        message = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail || message;
+      }
+      ask.abort();
     }
-    finish(count ? `Stopped: ${message}` : message);
+    if (source === mine) finish(count ? `Stopped: ${message}` : message); // else Stop or Generate came first
   };
 }
 
