@@ -2,8 +2,11 @@
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +64,12 @@ def test_paths_that_are_not_models(tmp_path):
         ),
         (lambda m: (m / "model.safetensors").unlink(), ["model.safetensors", "missing"]),
         (lambda m: edit_config(m, lambda c: c.update(training="oops")), ["'training' must be a JSON object"]),
+        (lambda m: edit_config(m, lambda c: c["training"].update(init_from="x")), ["'training.init_from'"]),
+        (lambda m: edit_config(m, lambda c: c.update(inference=[1])), ["'inference' must be a JSON object"]),
+        (
+            lambda m: edit_config(m, lambda c: c.update(inference={"val_loss": {"fp32": "x"}})),
+            ["'inference' must be a JSON object mapping val_loss formats to numbers"],
+        ),
     ],
 )
 def test_broken_model_folders(model, damage, needles):
@@ -151,3 +160,26 @@ def test_damaged_checkpoint_state_is_named_when_resuming(model_run, tmp_path):
     (newest / "state.json").write_text(json.dumps(state))
     result = run_cli("train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "9")
     assert_clean_error(result, "state.json: damaged", "delete this checkpoint folder")
+
+
+def test_weights_holding_nan_are_refused_by_generate_and_evaluate(model):
+    tensors = load_file(str(model / "model.safetensors"))
+    tensors["head.bias"][3] = float("nan")
+    save_file(tensors, str(model / "model.safetensors"))
+    rehash(model)
+    for command in ("generate", "evaluate"):  # evaluate once printed nan (and NaN, not JSON) and exit 0
+        assert_clean_error(run_cli(command, str(model)), "not finite numbers", "use another model")
+    assert_clean_error(run_cli("evaluate", str(model), "--json"), "not finite numbers")
+
+
+def test_output_that_cannot_be_written_is_one_line(model, tmp_path):
+    with open("/dev/full", "w") as full:  # a full disk under stdout
+        cmd = [sys.executable, "-m", "charnn", "info", str(model)]
+        result = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert_clean_error(result, "No space left on device")
+    text = tmp_path / "café.txt"  # the report names it: not ASCII
+    text.write_text(PARAGRAPH * 5, encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    cmd = [sys.executable, "-m", "charnn", "evaluate", str(model), "--data", str(text)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert_clean_error(result, "encoding (ascii) cannot write", "PYTHONIOENCODING=utf-8")

@@ -66,3 +66,12 @@ def test_too_little_text_to_evaluate():
     model = charnn.CharRNN(charnn.ModelConfig(vocab_size=3, hidden=4, embedding=2))
     with pytest.raises(DataError, match="at least 2"):
         loss_carried(model, np.array([1]))
+
+
+def test_a_loss_past_a_floats_range_has_an_infinite_perplexity():
+    import math
+
+    from charnn.evaluation import LossReport
+
+    assert LossReport(nats=800.0, chars=10).perplexity == math.inf
+    assert LossReport(nats=1.0, chars=10).to_dict()["perplexity"] == math.e

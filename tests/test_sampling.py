@@ -113,3 +113,14 @@ def test_empty_start_begins_a_line(trained_run):
     text = charnn.generate(trained_run, "", 30, seed=1)
     assert len(text) == 30
     assert "\n" + text == charnn.generate(trained_run, "\n", 30, seed=1)  # a newline is fed, not printed
+
+
+def test_finite_logits_whose_float32_sum_overflows_are_finite():
+    import torch
+
+    from charnn.errors import ModelFileError
+    from charnn.sampling import check_finite
+
+    check_finite(torch.tensor([[3e38, 3e38, 1.0]]))  # finite, though their float32 sum is not
+    with pytest.raises(ModelFileError, match="not finite"):
+        check_finite(torch.tensor([[1.0, float("nan")]]))

@@ -6,16 +6,17 @@ with the same names, defaults and checks as the command line's flags.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 from charnn.config import EvaluateConfig, GenerateConfig, SamplingConfig
 from charnn.declare import build_each
 from charnn.device import resolve_device
-from charnn.errors import DataError
+from charnn.errors import DataError, ModelFileError
 from charnn.evaluation import EVAL_WINDOW, loss_carried, loss_windows
 from charnn.nn.stepper import StepModel, choose_weights
-from charnn.sampling import sample, start_text
+from charnn.sampling import NOT_FINITE, sample, start_text
 from charnn.store.model_dir import LoadedModel, load_model
 from charnn.text.corpus import split, training_text
 
@@ -92,6 +93,8 @@ def evaluate(model: str | Path | LoadedModel, **settings: object) -> dict:
     net = loaded.model if cfg.weights == "fp32" else StepModel(loaded.model, cfg.weights)
     carried = loss_carried(net, ids)
     windows = loss_windows(net, ids, EVAL_WINDOW)
+    if not math.isfinite(carried.nats) or not math.isfinite(windows.nats):
+        raise ModelFileError(NOT_FINITE)
     return {
         "data": corpus.source,
         "split": cfg.split,

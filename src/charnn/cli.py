@@ -248,7 +248,7 @@ def _info(args: argparse.Namespace) -> int:
         if key == "init_from":
             val = f"val loss {value['val_loss']:.4f}" if value.get("val_loss") is not None else "no val loss"
             value = (
-                f"{value['path']} ({val}, weights sha256 {str(value.get('weights_sha256'))[:12]}, "
+                f"{value.get('path')} ({val}, weights sha256 {str(value.get('weights_sha256'))[:12]}, "
                 f"{len(value.get('added_chars', ''))} chars added)"
             )
         print(f"training   {key}: {value}")
@@ -317,6 +317,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (e.g. `head`) went away: not an error of ours. Silence the flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except UnicodeEncodeError as e:
+        print(
+            f"charnn: error: the output holds characters its encoding ({e.encoding}) cannot write; "
+            "set PYTHONIOENCODING=utf-8",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as e:  # the output (or an input) failed: stdout closed, a full disk, ...
+        print(f"charnn: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
+        return 1
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not _is_out_of_memory(e):
             return _internal_error(e)

@@ -35,7 +35,7 @@ class LossReport:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nats)
+        return math.exp(self.nats) if self.nats < 709 else math.inf  # past a float's range
 
     def to_dict(self) -> dict:
         return {

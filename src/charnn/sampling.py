@@ -50,13 +50,17 @@ def pick(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator) -> Ten
     return (probs / draw_noise(generator, *probs.shape)).argmax(dim=-1)
 
 
+NOT_FINITE = (
+    "the model's outputs are not finite numbers (its weights hold NaN or inf values): use another model, "
+    "or train again"
+)
+
+
 def check_finite(logits: Tensor) -> None:
     """Refuse (ModelFileError) logits holding NaN or inf: a broken model would otherwise sample garbage."""
-    if not math.isfinite(float(logits.sum())):  # any NaN or inf makes the sum so; cheaper than isfinite
-        raise ModelFileError(
-            "the model's outputs are not finite numbers (its weights hold NaN or inf values): "
-            "generate from another checkpoint or train again"
-        )
+    # any NaN or inf makes the sum so (cheaper than isfinite); in float64, finite logits never overflow it
+    if not math.isfinite(float(logits.sum(dtype=torch.float64))):
+        raise ModelFileError(NOT_FINITE)
 
 
 def default_start(vocab: Vocab) -> str:

@@ -90,6 +90,21 @@ def resolve_model_dir(path: str | Path) -> Path:
 NO_VERIFY = "pass --no-verify to load it anyway"
 
 
+def _check_records(info: dict, path: Path) -> None:
+    """The records of how the model was trained and checked, of the shapes charnn reads them in."""
+    training, inference = info.get("training", {}), info.get("inference", {})
+    if not isinstance(training, dict):
+        raise ModelFileError(f"{path}: 'training' must be a JSON object")
+    if not isinstance(training.get("init_from", {}), dict):
+        raise ModelFileError(f"{path}: 'training.init_from' must be a JSON object")
+    checks = inference.get("val_loss", {}) if isinstance(inference, dict) else None
+    numbers = isinstance(checks, dict) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in checks.values()
+    )
+    if not numbers:
+        raise ModelFileError(f"{path}: 'inference' must be a JSON object mapping val_loss formats to numbers")
+
+
 def load_model(
     path: str | Path, device: str | torch.device = "cpu", verify: bool = True, advice: str = NO_VERIFY
 ) -> LoadedModel:
@@ -105,8 +120,7 @@ def load_model(
             f"{directory}: saved by a newer charnn (format {version}, this one reads {FORMAT_VERSION}); "
             "upgrade charnn"
         )
-    if not isinstance(info.get("training", {}), dict):
-        raise ModelFileError(f"{directory / 'config.json'}: 'training' must be a JSON object")
+    _check_records(info, directory / "config.json")
     try:
         config = ModelConfig.from_dict(info.get("model", {}))
     except (CharnnError, TypeError) as e:
