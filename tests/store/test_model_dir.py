@@ -8,6 +8,7 @@ import torch
 
 from charnn.config import ModelConfig
 from charnn.errors import ModelFileError
+from charnn.fileio import write_folder
 from charnn.nn.model import CharRNN
 from charnn.store.model_dir import FORMAT_VERSION, load_model, save_model
 from charnn.text.vocab import Vocab
@@ -98,3 +99,42 @@ def test_vocab_not_matching_the_embedding_is_refused(model_dir):
 def test_a_model_caught_mid_swap_still_loads(model_dir):
     model_dir.rename(model_dir.parent / ".model.old-4242")
     assert load_model(model_dir.parent).vocab == VOCAB
+
+
+def test_a_model_read_while_a_run_keeps_replacing_it_is_always_whole(tmp_path):
+    """A run replaces its model/ folder at each new best; `charnn generate RUN` beside it read files of two
+    models (a false "sha256 does not match") or of a folder gone mid-read (a false "missing")."""
+    import threading
+    import time
+
+    models = []
+    for steps in (1, 2):
+        model = tiny_model()
+        with torch.no_grad():
+            model.head.bias.fill_(steps)  # two models told apart by their weights
+        save_model(tmp_path / f"m{steps}", model, VOCAB, {"steps": steps})
+        models.append({p.name: p.read_bytes() for p in (tmp_path / f"m{steps}").iterdir()})
+    run = tmp_path / "run"
+    (run / "model").parent.mkdir()
+    write_folder(run / "model", models[0])
+    done = threading.Event()
+
+    def replace_again_and_again() -> None:
+        i = 0
+        while not done.is_set():
+            i += 1
+            write_folder(run / "model", models[i % 2])
+            time.sleep(0.002)
+
+    replacer = threading.Thread(target=replace_again_and_again)
+    replacer.start()
+    loads, deadline = 0, time.monotonic() + 2.0
+    try:
+        while time.monotonic() < deadline:
+            loaded = load_model(run)  # raises on a mix or a missing file
+            assert loaded.info["training"]["steps"] == loaded.model.head.bias[0].item()
+            loads += 1
+    finally:
+        done.set()
+        replacer.join()
+    assert loads > 20

@@ -105,12 +105,42 @@ def _check_records(info: dict, path: Path) -> None:
         raise ModelFileError(f"{path}: 'inference' must be a JSON object mapping val_loss formats to numbers")
 
 
+_READS = 5  # a model read again at most this often while a training run keeps replacing it
+
+
 def load_model(
     path: str | Path, device: str | torch.device = "cpu", verify: bool = True, advice: str = NO_VERIFY
 ) -> LoadedModel:
     """Load a model folder (or a run folder's best model), checking it is complete and untampered (`advice`:
-    what a refusal of its weights says to do)."""
-    directory = resolve_model_dir(path)
+    what a refusal of its weights says to do).
+
+    A training run replaces its model/ folder whole at each new best; a read that a replacement overlapped
+    (its files from two models, or gone mid-read) is taken again, so one never sees a mix or a false
+    "damaged"."""
+    for attempt in range(_READS):
+        directory = resolve_model_dir(path)
+        before = _identity(directory)
+        try:
+            loaded = _load(directory, device, verify, advice)
+        except ModelFileError:
+            if attempt + 1 == _READS or _identity(directory) == before:
+                raise  # not replaced meanwhile: what is wrong is in the files
+            continue
+        if _identity(directory) == before:
+            return loaded
+    raise ModelFileError(f"{path}: the model kept being replaced while it was read; try again")
+
+
+def _identity(directory: Path) -> tuple[int, int, int] | None:
+    """What changes when the folder is replaced, or a file in it written (None: gone)."""
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+def _load(directory: Path, device: str | torch.device, verify: bool, advice: str) -> LoadedModel:
     info = read_json(directory / "config.json")
     version = info.get("format_version")
     if not isinstance(version, int):
