@@ -65,6 +65,15 @@ def test_paths_that_are_not_models(tmp_path):
         (lambda m: (m / "model.safetensors").unlink(), ["model.safetensors", "missing"]),
         (lambda m: edit_config(m, lambda c: c.update(training="oops")), ["'training' must be a JSON object"]),
         (lambda m: edit_config(m, lambda c: c["training"].update(init_from="x")), ["'training.init_from'"]),
+        (lambda m: edit_config(m, lambda c: c.pop("model")), ["config.json: 'model' must be a JSON object"]),
+        (lambda m: edit_config(m, lambda c: c["training"].update(val_fraction="1")), ["val_fraction' must"]),
+        (lambda m: edit_config(m, lambda c: c["training"].update(data=5)), ["'training.data' and"]),
+        (lambda m: edit_config(m, lambda c: c["training"].update(encoding="nosuch")), ["'nosuch' is no"]),
+        (lambda m: edit_config(m, lambda c: c["model"].pop("hidden")), ["the model settings lack hidden"]),
+        (
+            lambda m: edit_config(m, lambda c: c["model"].update(hidden="48")),
+            ["config.json: model setting hidden must be an integer"],
+        ),
         (lambda m: edit_config(m, lambda c: c.update(inference=[1])), ["'inference' must be a JSON object"]),
         (
             lambda m: edit_config(m, lambda c: c.update(inference={"val_loss": {"fp32": "x"}})),
@@ -183,3 +192,21 @@ def test_output_that_cannot_be_written_is_one_line(model, tmp_path):
     cmd = [sys.executable, "-m", "charnn", "evaluate", str(model), "--data", str(text)]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert_clean_error(result, "encoding (ascii) cannot write", "PYTHONIOENCODING=utf-8")
+
+
+def test_a_file_named_like_the_shipped_model_does_not_hide_it(tmp_path):
+    (tmp_path / "shakespeare").write_text("a corpus downloaded under that name\n")
+    result = run_cli("info", "shakespeare", cwd=tmp_path)
+    assert result.returncode == 0 and "GRU" in result.stdout
+
+
+def test_evaluate_refuses_an_empty_data_path_and_names_skipped_files(model, tmp_path):
+    assert_clean_error(run_cli("evaluate", str(model), "--data", ""), "--data is empty")
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text(PARAGRAPH * 5, encoding="utf-8")
+    (folder / "b.dat").write_bytes(bytes(range(256)) * 4)
+    result = run_cli("evaluate", str(model), "--data", str(folder))
+    assert result.returncode == 0 and "nats/char" in result.stdout
+    warning = f"charnn: warning: {folder / 'b.dat'}: skipped, it looks binary (not text)"
+    assert result.stderr.strip() == warning

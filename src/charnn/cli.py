@@ -210,10 +210,12 @@ def _model(args: argparse.Namespace, device: str = "cpu") -> Any:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from charnn.api import evaluate
+    from charnn.text.corpus import warn_skipped
 
     settings = given(args, EvaluateConfig)
     model = _model(args, build(EvaluateConfig, settings).device)
     report = evaluate(model, **settings)
+    warn_skipped(report["skipped"])
     if args.json:
         print(json.dumps(report))
         return 0

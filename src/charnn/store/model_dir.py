@@ -5,8 +5,10 @@ Nothing is ever pickled: a model from a stranger cannot run code when it is load
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +75,7 @@ def update_model_info(directory: Path, key: str, value: object) -> None:
 def resolve_model_dir(path: str | Path) -> Path:
     """The model folder meant by `path`: a run folder's model/ or a model folder itself."""
     p = Path(path).expanduser()
-    if not p.exists() and str(path) in SHIPPED:
+    if not p.is_dir() and str(path) in SHIPPED:  # a file of that name (a corpus, say) does not hide it
         p = SHIPPED_DIR / str(path)
     if not p.exists():
         raise ModelFileError(f"{p}: no such run or model folder")
@@ -90,6 +92,24 @@ def resolve_model_dir(path: str | Path) -> Path:
 NO_VERIFY = "pass --no-verify to load it anyway"
 
 
+# The settings that give the weights their shapes, in every model charnn has saved (later ones have defaults).
+SHAPE_KEYS = ("vocab_size", "cell", "embedding", "hidden", "layers")
+
+
+def _model_config(model: object, path: Path) -> ModelConfig:
+    """The model's settings from config.json; its own problems named as settings of the file, not flags."""
+    if not isinstance(model, dict):
+        raise ModelFileError(f"{path}: 'model' must be a JSON object of the model's settings")
+    missing = [k for k in SHAPE_KEYS if k not in model]
+    if missing:
+        raise ModelFileError(f"{path}: the model settings lack {', '.join(missing)}")
+    try:
+        return ModelConfig.from_dict(model)
+    except (CharnnError, TypeError) as e:
+        problem = re.sub(r"^--([a-z-]+)", lambda m: "model setting " + m[1].replace("-", "_"), str(e))
+        raise ModelFileError(f"{path}: {problem}") from None
+
+
 def _check_records(info: dict, path: Path) -> None:
     """The records of how the model was trained and checked, of the shapes charnn reads them in."""
     training, inference = info.get("training", {}), info.get("inference", {})
@@ -97,6 +117,15 @@ def _check_records(info: dict, path: Path) -> None:
         raise ModelFileError(f"{path}: 'training' must be a JSON object")
     if not isinstance(training.get("init_from", {}), dict):
         raise ModelFileError(f"{path}: 'training.init_from' must be a JSON object")
+    fraction, data, encoding = (training.get(k) for k in ("val_fraction", "data", "encoding"))
+    if fraction is not None and (not isinstance(fraction, int | float) or not 0 <= fraction < 1):
+        raise ModelFileError(f"{path}: 'training.val_fraction' must be a number in [0, 1), got {fraction!r}")
+    if not isinstance(data, str | None) or not isinstance(encoding, str | None):
+        raise ModelFileError(f"{path}: 'training.data' and 'training.encoding' must be text")
+    try:
+        codecs.lookup(encoding or "utf-8")
+    except LookupError:
+        raise ModelFileError(f"{path}: 'training.encoding' {encoding!r} is no text encoding") from None
     checks = inference.get("val_loss", {}) if isinstance(inference, dict) else None
     numbers = isinstance(checks, dict) and all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in checks.values()
@@ -151,10 +180,7 @@ def _load(directory: Path, device: str | torch.device, verify: bool, advice: str
             "upgrade charnn"
         )
     _check_records(info, directory / "config.json")
-    try:
-        config = ModelConfig.from_dict(info.get("model", {}))
-    except (CharnnError, TypeError) as e:
-        raise ModelFileError(f"{directory / 'config.json'}: {e}") from None
+    config = _model_config(info.get("model"), directory / "config.json")
     try:
         vocab_text = (directory / "vocab.json").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

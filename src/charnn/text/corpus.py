@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -65,6 +66,8 @@ def with_vocab(corpus: Corpus, vocab: Vocab) -> Corpus:
 
 def training_text(training: dict, data: str | None, vocab: Vocab, model: object) -> Corpus:
     """The text a model was trained on, found from its training record (or at `data`, where it moved)."""
+    if data == "":
+        raise ConfigError("--data is empty: give the path of a text")
     source = data or training.get("data")
     if not source:
         raise ConfigError(f"{model}: the model does not record its training text; pass --data")
@@ -78,6 +81,12 @@ def training_text(training: dict, data: str | None, vocab: Vocab, model: object)
             "pass --data PATH to use it as it is now"
         )
     return corpus
+
+
+def warn_skipped(skipped: tuple[str, ...] | list[str]) -> None:
+    """Name each file of a --data folder that was left out (warnings show even with --quiet)."""
+    for path in skipped:
+        print(f"charnn: warning: {path}: skipped, it looks binary (not text)", file=sys.stderr)
 
 
 def is_url(source: str) -> bool:

@@ -6,7 +6,6 @@ Under torchrun every process runs this; rank 0 alone writes the run folder.
 from __future__ import annotations
 
 import gc
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,7 +19,7 @@ from charnn.presets import resume_settings, run_settings, settings_for, variant_
 from charnn.store.checkpoint import load_checkpoint
 from charnn.store.model_dir import load_model, update_model_info
 from charnn.store.rundir import RunDir
-from charnn.text.corpus import Corpus, canonical_source, load_corpus
+from charnn.text.corpus import canonical_source, load_corpus, warn_skipped
 from charnn.training import distributed, init_from
 from charnn.training.loop import Loop, TrainResult
 from charnn.training.progress import Reporter
@@ -97,7 +96,7 @@ def train(
         else:
             distributed.together(ranks, lambda: main and run.prepare(resume=False, overwrite=overwrite))
         if main:
-            _warn_skipped(corpus)
+            warn_skipped(corpus.skipped)
             run.truncate_metrics(loop.step)
             run.write_args(run_settings(model_cfg, cfg, preset, corpus.skipped, loop.init_from))
         result = loop.run()
@@ -124,12 +123,6 @@ _CPU_KINDS = ("", "fp32", "avx512_bf16", "amx")
 def _same_on_every_rank(kind: str, ranks: distributed.Ranks) -> bool:
     code = float(_CPU_KINDS.index(kind))
     return distributed.agree(code, ranks) == -distributed.agree(-code, ranks)
-
-
-def _warn_skipped(corpus: Corpus) -> None:
-    """Name each file of a --data folder that was left out (warnings show even with --quiet)."""
-    for path in corpus.skipped:
-        print(f"charnn: warning: {path}: skipped, it looks binary (not text)", file=sys.stderr)
 
 
 def _check_weight_formats(run: RunDir, val_ids) -> None:
