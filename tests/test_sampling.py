@@ -124,3 +124,29 @@ def test_finite_logits_whose_float32_sum_overflows_are_finite():
     check_finite(torch.tensor([[3e38, 3e38, 1.0]]))  # finite, though their float32 sum is not
     with pytest.raises(ModelFileError, match="not finite"):
         check_finite(torch.tensor([[1.0, float("nan")]]))
+
+
+def test_a_long_start_is_fed_in_pieces_once_for_all_samples():
+    """Every sample's copy of a long start once took memory of its own (tens of GB for 1,024 samples)."""
+    from charnn.config import ModelConfig
+    from charnn.nn.model import CharRNN
+    from charnn.sampling import FEED_CHARS, feed_start
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=7, hidden=16, embedding=4, layers=2)).eval()
+    ids = torch.randint(0, 7, (FEED_CHARS + 5000,), generator=torch.Generator().manual_seed(1)).tolist()
+    with torch.no_grad():
+        whole, whole_state = model(torch.tensor([ids]))  # one call over the whole start, one row
+        logits, state = feed_start(model, ids, rows=3)  # in two pieces, copied to three rows
+    assert logits.shape == (3, 7) and all(s.shape[1] == 3 for s in state)
+    for row in range(3):
+        torch.testing.assert_close(logits[row], whole[0, -1])
+        for s, w in zip(state, whole_state, strict=True):
+            torch.testing.assert_close(s[:, row], w[:, 0])
+
+
+def test_samples_from_a_long_start_are_those_of_one_sample(model_run):
+    start = ("All: " * 500)[:2000]  # 40 samples x 2,000 chars: over FEED_CHARS, fed once
+    one = charnn.generate(model_run, start, 30, greedy=True)
+    many = charnn.generate(model_run, start, 30, greedy=True, num_samples=40)
+    assert many == [one] * 40

@@ -97,7 +97,7 @@ def evaluate(model: str | Path | LoadedModel, **settings: object) -> dict:
         raise ModelFileError(NOT_FINITE)
     return {
         "data": corpus.source,
-        "skipped": list(corpus.skipped),  # files of a folder left out as binary
+        **({"skipped": list(corpus.skipped)} if corpus.skipped else {}),  # binary files left out
         "split": cfg.split,
         "val_fraction": val_fraction,
         "precision": cfg.weights,  # the weight format; the key keeps its first name for scripts reading it

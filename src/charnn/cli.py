@@ -215,7 +215,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings = given(args, EvaluateConfig)
     model = _model(args, build(EvaluateConfig, settings).device)
     report = evaluate(model, **settings)
-    warn_skipped(report["skipped"])
+    warn_skipped(report.get("skipped", []))
     if args.json:
         print(json.dumps(report))
         return 0

@@ -97,6 +97,26 @@ def start_ids(vocab: Vocab, start: str) -> list[int]:
     return vocab.encode(start).tolist()
 
 
+# Start chars over all samples beyond which the start is fed once, FEED_CHARS at a time, and its state copied
+# to every sample: the memory of one piece (a long start for 1,024 samples would else take tens of GB).
+FEED_CHARS = 65_536
+
+
+def feed_start(model: CharRNN, ids: list[int], rows: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The last logits (rows, V) and the state after the start `ids`, for `rows` samples.
+
+    Up to FEED_CHARS chars in all, one call over every row (how the seeded texts were recorded); beyond,
+    one row in pieces, the same start for all."""
+    device = model.device
+    if rows * len(ids) <= FEED_CHARS:
+        logits, state = model(torch.tensor([ids], device=device).repeat(rows, 1))
+        return logits[:, -1], state
+    state = None
+    for at in range(0, len(ids), FEED_CHARS):
+        logits, state = model(torch.tensor([ids[at : at + FEED_CHARS]], device=device), state)
+    return logits[:, -1].repeat(rows, 1), tuple(s.repeat(1, rows, 1) for s in state)
+
+
 @torch.no_grad()
 def sample(
     model: CharRNN, vocab: Vocab, cfg: SamplingConfig, weights: str | None = "fp32"
@@ -109,9 +129,7 @@ def sample(
     model.eval()
     device = model.device
     generator = seeded(cfg.seed)
-    ids = torch.tensor([start_ids(vocab, start_text(vocab, cfg))], device=device).repeat(cfg.num_samples, 1)
-    logits, state = model(ids)
-    logits = logits[:, -1]
+    logits, state = feed_start(model, start_ids(vocab, start_text(vocab, cfg)), cfg.num_samples)
     stepper = StepModel(model, weights) if weights else None
     for i in range(cfg.length):
         nxt = pick(logits.cpu(), cfg, generator)
