@@ -57,7 +57,7 @@ def test_paths_that_are_not_models(tmp_path):
         (lambda m: edit_config(m, lambda c: c["model"].update(hidden="big")), ["hidden must be an integer"]),
         (lambda m: edit_config(m, lambda c: c.update(format_version=99)), ["newer charnn", "upgrade"]),
         (lambda m: edit_config(m, lambda c: c.pop("weights_sha256")), ["no weights_sha256", "--no-verify"]),
-        (lambda m: (m / "vocab.json").unlink(), ["vocab.json", "cannot be read"]),
+        (lambda m: (m / "vocab.json").unlink(), ["vocab.json: missing"]),
         (
             lambda m: (m / "vocab.json").write_text('{"chars": ["a", "b"]}'),
             ["vocab.json", "holds 2 characters"],

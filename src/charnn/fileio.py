@@ -107,10 +107,19 @@ def cached_sidecar(meta_path: Path, data_path: Path) -> tuple[dict, int] | None:
 def read_json(path: Path) -> dict:
     """Parse a JSON object from `path`, raising ModelFileError naming the file when it cannot."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except FileNotFoundError:
         raise ModelFileError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot be read as JSON ({e})") from None
+    return parse_json(path, text)
+
+
+def parse_json(path: Path, text: bytes) -> dict:
+    """The JSON object in `text` (read from `path`), or ModelFileError naming the file."""
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError is a ValueError
         raise ModelFileError(f"{path}: cannot be read as JSON ({e})") from None
     if not isinstance(data, dict):
         raise ModelFileError(f"{path}: expected a JSON object")

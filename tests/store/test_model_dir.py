@@ -124,7 +124,7 @@ def test_a_model_read_while_a_run_keeps_replacing_it_is_always_whole(tmp_path):
         while not done.is_set():
             i += 1
             write_folder(run / "model", models[i % 2])
-            time.sleep(0.002)
+            time.sleep(0.001)
 
     replacer = threading.Thread(target=replace_again_and_again)
     replacer.start()

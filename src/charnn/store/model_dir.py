@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from charnn.errors import CharnnError, ModelFileError
-from charnn.fileio import read_json, write_folder, write_json
+from charnn.fileio import parse_json, read_json, write_folder, write_json
 from charnn.nn.model import CharRNN, ModelConfig, parameter_shapes
 from charnn.text.vocab import Vocab
 
@@ -143,21 +144,19 @@ def load_model(
     """Load a model folder (or a run folder's best model), checking it is complete and untampered (`advice`:
     what a refusal of its weights says to do).
 
-    A training run replaces its model/ folder whole at each new best; a read that a replacement overlapped
-    (its files from two models, or gone mid-read) is taken again, so one never sees a mix or a false
-    "damaged"."""
-    for attempt in range(_READS):
+    A training run replaces its model/ folder whole at each new best: the files are read as they were at one
+    moment (_snapshot), and a read whose folder was deleted under it (files gone) is taken again, so one
+    never sees a mix of two models or a false "damaged" or "missing"."""
+    reads = 0
+    while True:
         directory = resolve_model_dir(path)
         before = _identity(directory)
         try:
-            loaded = _load(directory, device, verify, advice)
+            return _load(directory, device, verify, advice)
         except ModelFileError:
-            if attempt + 1 == _READS or _identity(directory) == before:
+            reads += 1
+            if reads == _READS or _identity(directory) == before:
                 raise  # not replaced meanwhile: what is wrong is in the files
-            continue
-        if _identity(directory) == before:
-            return loaded
-    raise ModelFileError(f"{path}: the model kept being replaced while it was read; try again")
 
 
 def _identity(directory: Path) -> tuple[int, int, int] | None:
@@ -169,8 +168,48 @@ def _identity(directory: Path) -> tuple[int, int, int] | None:
     return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
+MODEL_FILES = ("config.json", "vocab.json", "model.safetensors")
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    """The folder's files as they were at one moment: all opened before any is read, so that a run replacing
+    the folder meanwhile (its old files live on while open) cannot hand over parts of two models."""
+    opened: dict[str, int] = {}
+    try:
+        try:
+            folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise ModelFileError(f"{directory}: cannot be read ({e.strerror or e})") from None
+        try:
+            for name in MODEL_FILES:
+                opened[name] = _open(directory / name, folder)
+        finally:
+            os.close(folder)
+        files = {}
+        for name, fd in opened.items():
+            try:
+                with os.fdopen(fd, "rb", closefd=False) as f:
+                    files[name] = f.read()
+            except OSError as e:
+                raise ModelFileError(f"{directory / name}: cannot be read ({e.strerror or e})") from None
+        return files
+    finally:
+        for fd in opened.values():
+            os.close(fd)
+
+
+def _open(path: Path, folder: int) -> int:
+    try:
+        return os.open(path.name, os.O_RDONLY, dir_fd=folder)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing") from None
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
 def _load(directory: Path, device: str | torch.device, verify: bool, advice: str) -> LoadedModel:
-    info = read_json(directory / "config.json")
+    files = _snapshot(directory)
+    info = parse_json(directory / "config.json", files["config.json"])
     version = info.get("format_version")
     if not isinstance(version, int):
         raise ModelFileError(f"{directory / 'config.json'}: no format_version; not a charnn model config")
@@ -182,8 +221,8 @@ def _load(directory: Path, device: str | torch.device, verify: bool, advice: str
     _check_records(info, directory / "config.json")
     config = _model_config(info.get("model"), directory / "config.json")
     try:
-        vocab_text = (directory / "vocab.json").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        vocab_text = files["vocab.json"].decode("utf-8")
+    except UnicodeDecodeError as e:
         raise ModelFileError(f"{directory / 'vocab.json'}: cannot be read ({e})") from None
     vocab = Vocab.from_json(vocab_text, str(directory / "vocab.json"))
     if len(vocab) != config.vocab_size:
@@ -197,7 +236,7 @@ def _load(directory: Path, device: str | torch.device, verify: bool, advice: str
         raise ModelFileError(
             f"{directory / 'config.json'}: records no weights_sha256 to check the weights against; {advice}"
         )
-    tensors = read_tensors(weights_path, sha256 if verify else None, advice)
+    tensors = read_tensors(weights_path, sha256 if verify else None, advice, files["model.safetensors"])
     check_weights(tensors, parameter_shapes(config), weights_path)  # before allocating a model
     model = CharRNN(config, init=False)
     model.load_state_dict(tensors)
@@ -205,14 +244,18 @@ def _load(directory: Path, device: str | torch.device, verify: bool, advice: str
     return LoadedModel(model, vocab, config, info, directory)
 
 
-def read_tensors(path: Path, sha256: str | None = None, advice: str = NO_VERIFY) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; with `sha256`, refuse a file whose hash differs (saying `advice`)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: missing") from None
-    except OSError as e:
-        raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+def read_tensors(
+    path: Path, sha256: str | None = None, advice: str = NO_VERIFY, data: bytes | None = None
+) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (its bytes `data` where already read); with `sha256`, refuse a file whose
+    hash differs (saying `advice`)."""
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelFileError(f"{path}: missing") from None
+        except OSError as e:
+            raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise ModelFileError(
             f"{path}: sha256 does not match the one recorded at save time (damaged or modified); {advice}"
