@@ -70,4 +70,4 @@ def test_a_model_whose_outputs_are_not_finite_is_refused_in_one_line(tmp_path, e
         model.head.bias[3] = float("nan")
     save_model(tmp_path / "model", model, vocab, {})
     result = run_cli("generate", str(tmp_path / "model"), "--start", "he", "--length", "5", *extra)
-    assert_clean_error(result, "not finite", "another checkpoint")
+    assert_clean_error(result, "not finite", "use another model, or train again")
