@@ -7,7 +7,7 @@ import torch
 
 import charnn
 from charnn.device import cpu_kind
-from charnn.presets import CATALOGUE, PRESETS
+from charnn.presets import CATALOGUE, PRESETS, STOP_SETTINGS, settings_for
 from conftest import PARAGRAPH, run_cli
 
 
@@ -24,7 +24,7 @@ def test_each_preset_runs_a_few_steps(tmp_path, name):
     args = json.loads((tmp_path / "run/train_args.json").read_text())
     assert args["preset"] == name
     for key, value in CATALOGUE[name].settings_on(cpu_kind()).items():  # its variant for this CPU, if any
-        if key not in overrides:
+        if key not in overrides and key not in STOP_SETTINGS:  # max_steps given replaced its stop settings
             assert {**args["model"], **args["train"]}[key] == value, key
 
 
@@ -33,3 +33,19 @@ def test_presets_are_described_in_help_with_what_they_reached():
     for name, preset in CATALOGUE.items():
         assert f"  {name} " in text and preset.help in text
         assert preset.measured  # the figure and the machine, or why there is none
+
+
+@pytest.mark.parametrize(
+    ("given", "stops"),
+    [
+        ({"time_budget": 3600.0}, (None, None, 3600.0)),
+        ({"epochs": 100}, (100, None, None)),
+        ({"max_steps": 7}, (None, 7, None)),
+    ],
+)
+def test_a_stop_setting_given_beside_a_preset_replaces_the_presets_own(given, stops):
+    """--preset tiny --time-budget 1h once kept tiny's 2,000 steps, and stopped there."""
+    _, cfg = settings_for("tiny", given)
+    assert (cfg.epochs, cfg.max_steps, cfg.time_budget) == stops
+    _, cfg = settings_for("cpu-5m", given)  # a time budget of its own
+    assert (cfg.epochs, cfg.max_steps, cfg.time_budget) == stops

@@ -177,6 +177,9 @@ def _listed(settings: Mapping) -> str:
     return ", ".join(f"{k} {v}" for k, v in settings.items())
 
 
+STOP_SETTINGS = ("epochs", "max_steps", "time_budget")
+
+
 def settings_for(
     preset: str, overrides: dict, base: dict | None = None, kind: str = ""
 ) -> tuple[dict, TrainConfig]:
@@ -191,13 +194,12 @@ def settings_for(
         raise ConfigError(f"unknown settings: {', '.join(unknown)}")
     if base is None:
         base = CATALOGUE[preset].settings_on(kind)
+    if any(k in given for k in STOP_SETTINGS):  # a stop setting given replaces all of the preset's
+        base = {k: v for k, v in base.items() if k not in STOP_SETTINGS}
     merged = {**base, **given}
     model = {k: v for k, v in merged.items() if k in MODEL_FIELDS}
     ModelConfig(**model)  # checked early, before any data is read
     return model, TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_FIELDS})
-
-
-STOP_SETTINGS = ("epochs", "max_steps", "time_budget")
 
 
 def resume_settings(saved: dict, overrides: dict, preset: str | None = None) -> tuple[str, dict, TrainConfig]:
