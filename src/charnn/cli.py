@@ -166,6 +166,12 @@ def _train(args: argparse.Namespace) -> int:
     settings = {**given(args, ModelConfig), **given(args, TrainConfig)}
     run = {"preset": opts.preset, "resume": opts.resume, "overwrite": opts.overwrite, "quiet": opts.quiet}
     result = train(out, **run, **settings)
+    if opts.resume and result.steps_now == 0:
+        print(
+            f"charnn: the run had already reached its stop at step {result.steps}; to train on, resume it "
+            "with a larger --max-steps, --epochs or --time-budget",
+            file=sys.stderr,
+        )
     val = f", best val loss {result.val_loss:.4f} nats/char" if result.val_loss is not None else ""
     print(
         f"trained {result.steps} steps ({result.epochs:.2f} epochs, {result.chars_seen:,} chars) "

@@ -33,12 +33,14 @@ def test_a_stop_setting_given_on_resume_replaces_the_saved_ones(tmp_path, corpus
     )
     per_epoch = trained_steps(first)
     resume = ["train", "--out", "run", "--resume", "--quiet"]
-    assert trained_steps(run_cli(*resume, "--max-steps", str(per_epoch + 3), cwd=tmp_path)) == per_epoch + 3
+    more = run_cli(*resume, "--max-steps", str(per_epoch + 3), cwd=tmp_path)
+    assert trained_steps(more) == per_epoch + 3 and "already reached" not in more.stderr
     assert (
         trained_steps(run_cli(*resume, "--epochs", "2", cwd=tmp_path)) == 2 * per_epoch
     )  # the max-steps went
     again = run_cli(*resume, "--epochs", "2", "--data", "corpus.txt", cwd=tmp_path)  # the path as first given
     assert trained_steps(again) == 2 * per_epoch
+    assert "already reached its stop at step" in again.stderr and "a larger --max-steps" in again.stderr
     assert_clean_error(
         run_cli(*resume, "--preset", "tiny", cwd=tmp_path), "--preset tiny", "started with seed"
     )

@@ -61,7 +61,9 @@ class RunDir:
         if resume:
             self.recover()
             if not self.checkpoints():
-                raise RunDirError(f"{self.path}: no complete checkpoint to resume from; drop --resume")
+                raise RunDirError(
+                    f"{self.path}: no complete checkpoint to resume from; start it again with --overwrite"
+                )
             return
         if not self.holds_run():
             foreign = [m for m in (MODEL_DIR, CHECKPOINTS_DIR) if (self.path / m).exists()]

@@ -8,7 +8,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -46,6 +46,7 @@ class TrainResult:
     val_loss: float | None
     elapsed_s: float
     stopped_by: str
+    steps_now: int = 0  # of `steps`, those this call trained (the rest before a --resume)
 
 
 class Stopped(CharnnError):
@@ -237,8 +238,10 @@ class Loop:
     def run(self) -> TrainResult:
         """Train until the step limit, the time budget or a stop signal; evaluate and save at the end."""
         signals = StopSignals()
+        first = self.progress.step
         with signals.installed():
-            return self._loop(signals)
+            result = self._loop(signals)
+        return replace(result, steps_now=result.steps - first)
 
     def _one_step(self, epoch: int, index: int) -> tuple[float, float, float]:
         """Train on batch `index` of `epoch`: (loss, gradient norm, seconds)."""
