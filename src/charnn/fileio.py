@@ -104,15 +104,19 @@ def cached_sidecar(meta_path: Path, data_path: Path) -> tuple[dict, int] | None:
     return (meta, size) if isinstance(meta, dict) else None
 
 
-def read_json(path: Path) -> dict:
-    """Parse a JSON object from `path`, raising ModelFileError naming the file when it cannot."""
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a model's or run's file, or ModelFileError naming it: missing, or why it is unreadable."""
     try:
-        text = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ModelFileError(f"{path}: missing") from None
     except OSError as e:
-        raise ModelFileError(f"{path}: cannot be read as JSON ({e})") from None
-    return parse_json(path, text)
+        raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def read_json(path: Path) -> dict:
+    """Parse a JSON object from `path`, raising ModelFileError naming the file when it cannot."""
+    return parse_json(path, read_bytes(path))
 
 
 def parse_json(path: Path, text: bytes) -> dict:

@@ -20,7 +20,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from charnn.errors import CharnnError, ModelFileError
-from charnn.fileio import parse_json, read_json, write_folder, write_json
+from charnn.fileio import parse_json, read_bytes, read_json, write_folder, write_json
 from charnn.nn.model import CharRNN, ModelConfig, parameter_shapes
 from charnn.text.vocab import Vocab
 
@@ -250,12 +250,7 @@ def read_tensors(
     """Tensors of a safetensors file (its bytes `data` where already read); with `sha256`, refuse a file whose
     hash differs (saying `advice`)."""
     if data is None:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ModelFileError(f"{path}: missing") from None
-        except OSError as e:
-            raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+        data = read_bytes(path)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise ModelFileError(
             f"{path}: sha256 does not match the one recorded at save time (damaged or modified); {advice}"
