@@ -210,3 +210,13 @@ def test_evaluate_refuses_an_empty_data_path_and_names_skipped_files(model, tmp_
     assert result.returncode == 0 and "nats/char" in result.stdout
     warning = f"charnn: warning: {folder / 'b.dat'}: skipped, it looks binary (not text)"
     assert result.stderr.strip() == warning
+
+
+def test_evaluate_of_a_run_without_a_validation_split_says_what_to_do(tmp_path):
+    (tmp_path / "text.txt").write_text(PARAGRAPH * 20, encoding="utf-8")
+    flags = ("--hidden", "16", "--embedding", "8", "--seq-len", "16", "--batch-size", "4", "--quiet")
+    flags += ("--val-fraction", "0", "--max-steps", "2")
+    trained = run_cli("train", "--data", "text.txt", "--out", "run", *flags, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert_clean_error(run_cli("evaluate", "run", cwd=tmp_path), "the val split holds 0 chars", "--split all")
+    assert run_cli("evaluate", "run", "--split", "all", cwd=tmp_path).returncode == 0

@@ -89,7 +89,9 @@ def evaluate(model: str | Path | LoadedModel, **settings: object) -> dict:
     train_ids, val_ids = split(corpus.ids, val_fraction)
     ids = {"val": val_ids, "train": train_ids, "all": corpus.ids}[cfg.split]
     if len(ids) < 2:
-        raise DataError(f"{corpus.source}: the {cfg.split} split holds {len(ids)} chars; nothing to evaluate")
+        other = "--split all" if cfg.split != "all" else "a longer text (--data)"
+        held = f"the {cfg.split} split holds {len(ids)} chars"
+        raise DataError(f"{corpus.source}: {held}; nothing to evaluate (try {other})")
     net = loaded.model if cfg.weights == "fp32" else StepModel(loaded.model, cfg.weights)
     carried = loss_carried(net, ids)
     windows = loss_windows(net, ids, EVAL_WINDOW)
