@@ -28,6 +28,13 @@ def write_error(path: Path, e: OSError) -> RunDirError:
     return RunDirError(f"{path}: cannot write ({e.strerror or e}); files saved before are untouched")
 
 
+def read_error(path: Path, e: OSError) -> ModelFileError:
+    """A model's or run's file that cannot be read, as one line: missing, or why."""
+    if isinstance(e, FileNotFoundError):
+        return ModelFileError(f"{path}: missing")
+    return ModelFileError(f"{path}: cannot be read ({e.strerror or e})")
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside `path` durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -108,10 +115,8 @@ def read_bytes(path: Path) -> bytes:
     """The bytes of a model's or run's file, or ModelFileError naming it: missing, or why it is unreadable."""
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: missing") from None
     except OSError as e:
-        raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise read_error(path, e) from None
 
 
 def read_json(path: Path) -> dict:

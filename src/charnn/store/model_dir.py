@@ -20,7 +20,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from charnn.errors import CharnnError, ModelFileError
-from charnn.fileio import parse_json, read_bytes, read_json, write_folder, write_json
+from charnn.fileio import parse_json, read_bytes, read_error, read_json, write_folder, write_json
 from charnn.nn.model import CharRNN, ModelConfig, parameter_shapes
 from charnn.text.vocab import Vocab
 
@@ -176,35 +176,26 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
     the folder meanwhile (its old files live on while open) cannot hand over parts of two models."""
     opened: dict[str, int] = {}
     try:
+        path = directory
         try:
             folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as e:
-            raise ModelFileError(f"{directory}: cannot be read ({e.strerror or e})") from None
-        try:
-            for name in MODEL_FILES:
-                opened[name] = _open(directory / name, folder)
-        finally:
-            os.close(folder)
-        files = {}
-        for name, fd in opened.items():
             try:
+                for name in MODEL_FILES:
+                    path = directory / name
+                    opened[name] = os.open(name, os.O_RDONLY, dir_fd=folder)
+            finally:
+                os.close(folder)
+            files = {}
+            for name, fd in opened.items():
+                path = directory / name
                 with os.fdopen(fd, "rb", closefd=False) as f:
                     files[name] = f.read()
-            except OSError as e:
-                raise ModelFileError(f"{directory / name}: cannot be read ({e.strerror or e})") from None
+        except OSError as e:
+            raise read_error(path, e) from None
         return files
     finally:
         for fd in opened.values():
             os.close(fd)
-
-
-def _open(path: Path, folder: int) -> int:
-    try:
-        return os.open(path.name, os.O_RDONLY, dir_fd=folder)
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: missing") from None
-    except OSError as e:
-        raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 def _load(directory: Path, device: str | torch.device, verify: bool, advice: str) -> LoadedModel:
