@@ -205,16 +205,17 @@ def settings_for(
 def resume_settings(saved: dict, overrides: dict, preset: str | None = None) -> tuple[str, dict, TrainConfig]:
     """A resumed run's preset and settings: the saved ones; only when to stop and how to report may change.
     A stop setting given replaces every saved one (--epochs 3 after --max-steps 20 trains 3 epochs)."""
-    if not isinstance(saved.get("model", {}), dict) or not isinstance(saved.get("train", {}), dict):
+    missing = [k for k in ("preset", "model", "train") if k not in saved]
+    if missing:
+        raise KeyError(f"no {' or '.join(missing)} entry")
+    if not isinstance(saved["model"], dict) or not isinstance(saved["train"], dict):
         raise ValueError("its model and train entries are not objects")
-    saved_preset = saved.get("preset", "seed")
+    saved_preset = saved["preset"]
     if preset is not None and preset != saved_preset:
         raise ConfigError(f"cannot resume with --preset {preset}: the run was started with {saved_preset}")
-    base = {**saved.get("model", {}), **saved.get("train", {})}
+    base = {**saved["model"], **saved["train"]}
     base.pop("vocab_size", None)
     given = {k: v for k, v in overrides.items() if v is not None}
-    if any(k in given for k in STOP_SETTINGS):
-        base = {k: v for k, v in base.items() if k not in STOP_SETTINGS}
     changed = sorted(k for k, v in given.items() if k not in RESUMABLE and base.get(k, v) != v)
     if changed:
         diffs = ", ".join(f"{k} {base.get(k)!r} -> {given[k]!r}" for k in changed)

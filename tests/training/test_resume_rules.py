@@ -121,6 +121,15 @@ def test_a_damaged_train_args_file_is_one_line(tmp_path, corpus, damage):
     assert_clean_error(result, "train_args.json", "damaged")
 
 
+@pytest.mark.parametrize("text", ["{", '{"preset": "tiny"}', "[]", "null", '"x"', "\xff"], ids=repr)
+def test_a_train_args_file_that_lost_its_settings_is_damaged_not_defaults(tmp_path, corpus, text):
+    charnn.train(tmp_path / "run", data=str(corpus), max_steps=4, quiet=True, **TINY)
+    (tmp_path / "run" / "train_args.json").write_bytes(text.encode("latin-1"))
+    result = run_cli("train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "6")
+    assert_clean_error(result, "train_args.json: damaged", "records the run's settings")
+    assert "different text" not in result.stderr  # not resumed on defaults (the data shakespeare)
+
+
 def test_the_log_lines_after_a_resume_are_those_of_a_run_never_stopped(tmp_path, corpus):
     common = ["--data", str(corpus), *TINY_FLAGS, "--log-every", "5", "--quiet"]
     assert run_cli("train", "--out", "whole", *common, "--max-steps", "20", cwd=tmp_path).returncode == 0

@@ -13,7 +13,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from charnn.errors import RunDirError
-from charnn.fileio import atomic_write, read_json, write_error, write_json
+from charnn.fileio import atomic_write, read_bytes, write_error, write_json
 from charnn.store.checkpoint import CHECKPOINTS_DIR, list_checkpoints
 from charnn.store.model_dir import MODEL_DIR
 
@@ -147,7 +147,18 @@ class RunDir:
         """The settings the run was started with (train_args.json), to resume it."""
         if not self.args_path.exists():
             raise RunDirError(f"{self.path}: no run to resume here (no {ARGS_FILE}); drop --resume")
-        return read_json(self.args_path)
+        data = read_bytes(self.args_path)
+        try:
+            return json.loads(data.decode("utf-8"))
+        except ValueError as e:  # UnicodeDecodeError is a ValueError
+            raise self.args_damaged(e) from None
+
+    def args_damaged(self, cause: Exception) -> RunDirError:
+        """The error for a train_args.json that cannot give the run's settings back."""
+        return RunDirError(
+            f"{self.args_path}: damaged ({type(cause).__name__}: {cause}); it records the run's settings, "
+            "so the run cannot be resumed without it as saved"
+        )
 
     def write_args(self, args: dict) -> None:
         write_json(self.args_path, args)

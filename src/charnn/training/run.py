@@ -13,7 +13,7 @@ from pathlib import Path
 
 from charnn.config import ModelConfig
 from charnn.device import cpu_kind, resolve_device
-from charnn.errors import ConfigError, RunDirError
+from charnn.errors import ConfigError
 from charnn.evaluation import weight_checks
 from charnn.presets import resume_settings, run_settings, settings_for, variant_note
 from charnn.store.checkpoint import load_checkpoint
@@ -58,10 +58,7 @@ def train(
             preset, model_settings, cfg = resume_settings(saved, settings, preset)
             origin = init_from.resumed(saved)
         except (KeyError, TypeError, ValueError) as e:
-            raise RunDirError(
-                f"{run.args_path}: damaged ({type(e).__name__}: {e}); it records the run's settings, "
-                "so the run cannot be resumed without it as saved"
-            ) from None
+            raise run.args_damaged(e) from None
     else:
         preset = preset or "seed"
         plain = model_settings, cfg = settings_for(preset, settings)
