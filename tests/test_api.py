@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
+
 import charnn
+from charnn.presets import resume_settings
 
 
 def test_public_names():
@@ -27,3 +30,11 @@ def test_api_round_trip(trained_run):
     assert text == charnn.generate(trained_run, "All", 20, seed=4)
     report = charnn.evaluate(loaded)
     assert report["carried"]["nats_per_char"] == loaded.info["training"]["val_loss"]
+
+
+def test_api_refuses_the_stop_settings_the_command_line_refuses_together(tmp_path):
+    with pytest.raises(charnn.CharnnError, match="--epochs and --max-steps cannot be given together"):
+        charnn.train(tmp_path / "run", preset="tiny", epochs=1, max_steps=5, quiet=True)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    with pytest.raises(charnn.CharnnError, match="cannot be given together"):  # a resume's too
+        resume_settings({"preset": "tiny", "model": {}, "train": {}}, {"epochs": 1, "max_steps": 5})

@@ -181,6 +181,18 @@ def settle(config: object, skip: tuple[str, ...] = ()) -> None:
             object.__setattr__(config, d.name, d.settle(getattr(config, d.name)))
 
 
+def check_exclusive(cls: type, given: dict[str, Any]) -> None:
+    """ConfigError where settings of `cls` that the command line refuses together are all given (None: not
+    given), so the Python API keeps the same rule."""
+    groups: dict[str, list[Declared]] = {}
+    for d in declared(cls):
+        if d.how.exclusive and given.get(d.name) is not None:
+            groups.setdefault(d.how.exclusive, []).append(d)
+    for clash in groups.values():
+        if len(clash) > 1:
+            raise ConfigError(f"{' and '.join(d.flag for d in clash)} cannot be given together; give one")
+
+
 @cache
 def _names(cls: type) -> dict[str, str]:
     """Every keyword a settings class takes (older spellings too), to its field's name."""

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from charnn.config import ModelConfig, TrainConfig
-from charnn.declare import declared
+from charnn.declare import check_exclusive, declared
 from charnn.errors import ConfigError
 
 _ZEN5 = "AMD EPYC with AVX-512 bf16, 2 cores, torch 2.13.0"
@@ -192,6 +192,7 @@ def settings_for(
     unknown = sorted(set(given) - MODEL_FIELDS - TRAIN_FIELDS)
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+    check_exclusive(TrainConfig, given)
     if base is None:
         base = CATALOGUE[preset].settings_on(kind)
     if any(k in given for k in STOP_SETTINGS):  # a stop setting given replaces all of the preset's
