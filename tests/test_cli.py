@@ -36,7 +36,8 @@ def test_train_prints_the_tutorials_log_and_a_summary(cli_run):
     _, result = cli_run
     assert re.search(r"Epoch 1 Step 10 Loss \d\.\d{4}", result.stdout)
     assert "Time taken for 1 epoch" in result.stdout
-    assert re.search(r"trained \d+ steps \(1\.00 epochs", result.stderr)
+    assert re.search(r"trained \d+ steps \(1\.00 epochs.* s of training, best val loss", result.stderr)
+    assert re.search(r"checking the best model with smaller weight formats on [\d,]+ val", result.stdout)
 
 
 def test_generate_streams_text_reproducibly(cli_run):
@@ -46,6 +47,16 @@ def test_generate_streams_text_reproducibly(cli_run):
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout
     assert a.stdout.startswith("All:") and len(a.stdout) == 4 + 120 + 1
+
+
+def test_generate_without_a_seed_says_the_seed_that_gives_its_text_again(cli_run):
+    root, _ = cli_run
+    a = run_cli("generate", "run", "--length", "80", cwd=root)
+    assert a.returncode == 0, a.stderr
+    seed = re.fullmatch(r"charnn: seed (\d+) \(--seed \1 gives this text again\)\n", a.stderr)
+    assert seed, a.stderr
+    b = run_cli("generate", "run", "--length", "80", "--seed", seed.group(1), cwd=root)
+    assert b.stdout == a.stdout and b.stderr == ""
 
 
 def test_generate_several_samples_with_separators(cli_run):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import secrets
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     import datetime
 
+    from charnn.training.distributed import ranks_from_env
     from charnn.training.run import train
 
     opts = build(RunOptions, given(args, RunOptions))
@@ -166,6 +169,8 @@ def _train(args: argparse.Namespace) -> int:
     settings = {**given(args, ModelConfig), **given(args, TrainConfig)}
     run = {"preset": opts.preset, "resume": opts.resume, "overwrite": opts.overwrite, "quiet": opts.quiet}
     result = train(out, **run, **settings)
+    if not ranks_from_env().is_main:  # under torchrun, rank 0 alone reports
+        return 0
     if opts.resume and result.steps_now == 0:
         print(
             f"charnn: the run had already reached its stop at step {result.steps}; to train on, resume it "
@@ -175,7 +180,7 @@ def _train(args: argparse.Namespace) -> int:
     val = f", best val loss {result.val_loss:.4f} nats/char" if result.val_loss is not None else ""
     print(
         f"trained {result.steps} steps ({result.epochs:.2f} epochs, {result.chars_seen:,} chars) "
-        f"in {result.elapsed_s:.1f} s{val}; model in {result.run_dir / 'model'}",
+        f"in {result.elapsed_s:.1f} s of training{val}; model in {result.run_dir / 'model'}",
         file=sys.stderr,
     )
     return 0
@@ -185,6 +190,9 @@ def _generate(args: argparse.Namespace) -> int:
     from charnn.api import load, stream
 
     cfg = build(SamplingConfig, given(args, SamplingConfig))
+    drawn = cfg.seed is None and not cfg.greedy  # a seed drawn here is said, so the text can be had again
+    if drawn:
+        cfg = dataclasses.replace(cfg, seed=secrets.randbelow(2**32))
     options = build(GenerateConfig, given(args, GenerateConfig))
     loaded = load(args.model, options.device, options.verify)
     start, chars = stream(loaded, cfg, options.weights)
@@ -201,6 +209,8 @@ def _generate(args: argparse.Namespace) -> int:
         out.write(SEPARATOR + start + "".join(part))
     out.write("\n")
     out.flush()
+    if drawn:
+        print(f"charnn: seed {cfg.seed} (--seed {cfg.seed} gives this text again)", file=sys.stderr)
     return 0
 
 

@@ -94,6 +94,7 @@ def test_two_ranks_of_half_a_batch_equal_one_process(tmp_path, corpus, batching,
     for a, b in zip(one, two, strict=True):  # sharded validation reduces to the single-process figure
         assert json.loads(a)["val_loss"] == pytest.approx(json.loads(b)["val_loss"], abs=1e-5)
     assert "Step 1 " in double.stdout and double.stdout.count("Step 1 ") == 1  # rank 0 alone reports
+    assert double.stderr.count("trained 8 steps") == 1, double.stderr
 
 
 @pytest.mark.skipif(cpu_kind() == "fp32", reason="this CPU has no native bf16")

@@ -98,7 +98,7 @@ def train(
             run.write_args(run_settings(model_cfg, cfg, preset, corpus.skipped, loop.init_from))
         result = loop.run()
         if main and result.stopped_by != "stopped":
-            _check_weight_formats(run, loop.val_ids)
+            _check_weight_formats(run, loop.val_ids, reporter)
     except BaseException:
         if main and run.locked:  # an overwritten run comes back where this one has no checkpoint
             run.settle_replaced()
@@ -122,10 +122,11 @@ def _same_on_every_rank(kind: str, ranks: distributed.Ranks) -> bool:
     return distributed.agree(code, ranks) == -distributed.agree(-code, ranks)
 
 
-def _check_weight_formats(run: RunDir, val_ids) -> None:
+def _check_weight_formats(run: RunDir, val_ids, reporter: Reporter) -> None:
     """Record in model/config.json how the best model's loss changes with reduced-precision weights."""
     ids = val_ids[:WEIGHT_CHECK_CHARS]
     if len(ids) < 2:
         return
+    reporter.line(f"checking the best model with smaller weight formats on {len(ids) - 1:,} validation chars")
     checks = weight_checks(load_model(run.model_dir).model, ids)
     update_model_info(run.model_dir, "inference", {"val_chars": len(ids) - 1, "val_loss": checks})
