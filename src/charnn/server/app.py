@@ -9,6 +9,7 @@ frees its rows, and shutting down ends every stream with a final event saying wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sys
@@ -56,7 +57,8 @@ GenerateRequest = request_model("GenerateRequest")
 # A stream carries one sample; the page and EventSource clients send these as query parameters.
 StreamRequest = request_model("StreamRequest", exclude=("num_samples",), strict=False)
 _FLAG = re.compile(r"(pass )?--([a-z][a-z-]*)")
-_FIELDS = {d.name for d in declared(SamplingConfig)}
+_DECLARED = {d.name: d for d in declared(SamplingConfig)}
+_FIELDS = set(_DECLARED)
 
 
 def api_words(message: str) -> str:
@@ -75,11 +77,35 @@ def _printable(value: Any) -> Any:
     return value.encode("utf-8", "backslashreplace").decode() if isinstance(value, str) else value
 
 
+def _in_charnn_words(error: dict) -> str:
+    """A request field's error as charnn's checks word it (`top_p must be in (0, 1], got 2`), where the
+    field is a declared setting and its check finds the fault; else pydantic's own message."""
+    loc, value = error["loc"], error.get("input")
+    d = _DECLARED.get(loc[-1]) if loc and "input" in error else None
+    if d is None:
+        return error["msg"]
+    if loc[0] == "query" and isinstance(value, str) and d.kind in (int, float):
+        with contextlib.suppress(ValueError):  # a query string's number as text: checked as that number
+            value = d.kind(value)
+    problem = d.problem(value)
+    if not problem:  # e.g. a number sent as JSON text: pydantic's words say what was wrong
+        return error["msg"]
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 40 else shown[:40] + "..."
+    hint = f" ({d.how.hint})" if d.how.hint else ""
+    return api_words(f"{d.name} {problem}, got {shown}{hint}")
+
+
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with where and what, as FastAPI's own, without echoing the input: NaN, an infinity or a lone
-    surrogate in it made FastAPI's reply fail (a 500 for the client's mistake)."""
+    """422 with where and what, as FastAPI's own, without echoing more of the input than the value at
+    fault: NaN, an infinity or a lone surrogate in it made FastAPI's reply fail (a 500 for the client's
+    mistake)."""
     detail = [
-        {"loc": [_printable(part) for part in e["loc"]], "msg": _printable(e["msg"]), "type": e["type"]}
+        {
+            "loc": [_printable(part) for part in e["loc"]],
+            "msg": _printable(_in_charnn_words(e)),
+            "type": e["type"],
+        }
         for e in exc.errors()
     ]
     return JSONResponse({"detail": detail}, status_code=422)
