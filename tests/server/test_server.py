@@ -239,6 +239,14 @@ def test_bodies_json_cannot_echo_are_422_not_500(api, body):
     assert response.status_code == 422 and response.json()["detail"][0]["msg"]
 
 
+@pytest.mark.parametrize("path", ["/v1/generate", "/v1/inspect"])
+def test_a_body_that_is_not_utf8_says_so(api, path):
+    body = b'{"start": "\xff\xfe", "text": "\xff"}'
+    response = httpx.post(api + path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "not UTF-8" in response.json()["detail"]
+    assert httpx.get(api + "/no-such-page").json() == {"detail": "Not Found"}  # other errors as before
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [

@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from charnn.api import describe, weights_for
 from charnn.config import SamplingConfig, ServeConfig, debug
@@ -111,6 +114,14 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def unparsable_body(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's answer to an HTTP error, but for a body that is not UTF-8, where its "error parsing the
+    body" says nothing of why."""
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        return JSONResponse({"detail": "the body is not UTF-8 text (a JSON body must be)"}, status_code=400)
+    return await http_exception_handler(request, exc)
+
+
 class CapBody:
     """413 for a request body over `limit` bytes (or the path's own limit in `paths`): by its Content-Length,
     or for a body sent without one (chunked), read here up to the limit and handed on (plain ASGI: responses
@@ -194,6 +205,7 @@ def create_app(loaded: LoadedModel, limits: ServeConfig | None = None) -> FastAP
     app = FastAPI(title="charnn", description="Generate text with a character-level RNN.", version="1")
     app.state.engine = engine
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, unparsable_body)  # type: ignore[arg-type]
     finder = CopyFinder(loaded)
     app.include_router(look_router(loaded, finder))
 
