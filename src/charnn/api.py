@@ -7,13 +7,14 @@ with the same names, defaults and checks as the command line's flags.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from charnn.config import EvaluateConfig, GenerateConfig, SamplingConfig
 from charnn.declare import build_each
 from charnn.device import resolve_device
-from charnn.errors import DataError, ModelFileError
+from charnn.errors import ConfigError, DataError, ModelFileError
 from charnn.evaluation import EVAL_WINDOW, loss_carried, loss_windows
 from charnn.nn.stepper import StepModel, choose_weights
 from charnn.sampling import NOT_FINITE, sample, start_text
@@ -23,13 +24,24 @@ from charnn.text.corpus import split, training_text
 _LOAD = GenerateConfig()
 
 
-def load(path: str | Path, device: str = _LOAD.device, verify: bool = _LOAD.verify) -> LoadedModel:
-    """Load a run's best model or a model folder; `verify` checks the weights' sha256."""
-    return load_model(path, resolve_device(device), verify)
+def load(
+    path: str | Path | LoadedModel, device: str = _LOAD.device, verify: bool = _LOAD.verify
+) -> LoadedModel:
+    """Load a run's best model or a model folder; `verify` checks the weights' sha256. A model already
+    loaded is handed back as it is."""
+    (options,) = build_each({"device": device, "verify": verify}, GenerateConfig)
+    if isinstance(path, LoadedModel):
+        return path
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(
+            f"the model must be a run or model folder (a path) or a loaded model, got a {type(path).__name__}"
+        )
+    return load_model(path, resolve_device(options.device), options.verify)
 
 
-def describe(loaded: LoadedModel) -> dict:
+def describe(model: str | Path | LoadedModel) -> dict:
     """What a model is and how it was trained, as `charnn info --json` and the server's /v1/model show it."""
+    loaded = load(model)
     return {
         "path": str(loaded.path),
         "model": loaded.config.to_dict(),
@@ -67,7 +79,7 @@ def generate(
     `settings`: SamplingConfig's (temperature, top_k, top_p, greedy, num_samples, seed, skip_unknown) and
     GenerateConfig's (device and verify where `model` is a path, weights)."""
     cfg, options = build_each({"start": start, "length": length, **settings}, SamplingConfig, GenerateConfig)
-    loaded = model if isinstance(model, LoadedModel) else load(model, options.device, options.verify)
+    loaded = load(model, options.device, options.verify)
     start, chars = stream(loaded, cfg, options.weights)
     parts: list[list[str]] = [[] for _ in range(cfg.num_samples)]
     for step in chars:
@@ -80,9 +92,9 @@ def generate(
 def evaluate(model: str | Path | LoadedModel, **settings: object) -> dict:
     """Loss over a whole split of the training text (or of `data`): state carried, and per 100-char window.
 
-    `settings`: EvaluateConfig's (data, split, device, weights)."""
-    (cfg,) = build_each(settings, EvaluateConfig)
-    loaded = model if isinstance(model, LoadedModel) else load(model, cfg.device)
+    `settings`: EvaluateConfig's (data, split, device, weights) and `verify` where `model` is a path."""
+    cfg, options = build_each(settings, EvaluateConfig, GenerateConfig)  # device and weights: the former's
+    loaded = load(model, cfg.device, options.verify)
     training = loaded.info.get("training", {})
     corpus = training_text(training, cfg.data, loaded.vocab, loaded.path)
     val_fraction = training.get("val_fraction", 0.1)

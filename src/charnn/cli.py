@@ -26,7 +26,7 @@ from charnn.config import (
     debug,
 )
 from charnn.declare import Declared, build, declared
-from charnn.errors import CharnnError
+from charnn.errors import CharnnError, Stopped
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
 _GROUPS = ("data", "model", "optimisation", "run")  # the order of train's --help sections
@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except CharnnError as e:
+    except (CharnnError, Stopped) as e:
         print(f"charnn: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

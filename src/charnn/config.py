@@ -317,7 +317,7 @@ class SamplingConfig:
     skip_unknown: bool = setting(False, "drop start characters the model never saw")
 
     def __post_init__(self) -> None:
-        settle(self, skip=("temperature",) if self.greedy else ())
+        settle(self, skip=("temperature",) if self.greedy and type(self.temperature) in (int, float) else ())
         if self.num_samples * self.length > MAX_TOTAL_CHARS:
             raise ConfigError(
                 f"--num-samples x --length asks for {self.num_samples * self.length:,} chars; "

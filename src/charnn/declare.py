@@ -8,6 +8,8 @@ from keywords, as the command line, the Python API and the HTTP API do.
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import re
 import sys
 import typing
@@ -100,13 +102,32 @@ class Declared:
         return self.how.flag and command in (self.how.commands or class_commands)
 
     def settle(self, value: Any) -> Any:
-        """The value with an older spelling replaced, or ConfigError saying what is wrong with it."""
-        value = dict(self.how.old_values).get(value, value) if isinstance(value, str) else value
+        """The value in its plain form (an older spelling replaced; from Python, a path as text, a NumPy
+        number as an int or float, a duration as the command line writes it), or ConfigError saying what is
+        wrong with it."""
+        value = self.plain(value)
         problem = self.problem(value)
         if problem:
             hint = f" ({self.how.hint})" if self.how.hint else ""
-            raise ConfigError(f"{self.flag} {problem}, got {value!r}{hint}")
+            raise ConfigError(f"{self.flag} {problem}, got {_shown(value)}{hint}")
         return value
+
+    def plain(self, value: Any) -> Any:
+        if isinstance(value, str):
+            value = dict(self.how.old_values).get(value, value)
+            if not self.how.parse or self.kind is str:
+                return value
+            try:
+                return self.how.parse(value)
+            except ConfigError as e:
+                raise ConfigError(f"{self.flag}: {e}") from None
+        if self.kind is str and isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if isinstance(value, bool | int | float) or not isinstance(value, numbers.Real):
+            return value
+        if self.kind is int and isinstance(value, numbers.Integral):
+            return int(value)
+        return float(value) if self.kind is float else value
 
     def problem(self, value: Any) -> str:
         """What is wrong with `value` for this setting ("" when nothing is)."""
@@ -145,6 +166,14 @@ class Declared:
         if h.gt is not None:
             return "must be positive" if h.gt == 0 else f"must be above {_number(h.gt)}"
         return f"must be at most {_number(h.le)}" if h.le is not None else f"must be below {_number(h.lt)}"
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: its repr, cut short; for an object of another kind, only its type."""
+    if value is not None and not isinstance(value, str | numbers.Real):
+        return f"a {type(value).__name__}"
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _number(x: float) -> str:

@@ -25,3 +25,13 @@ class RunDirError(CharnnError):
 
 class TrainingError(CharnnError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class Stopped(KeyboardInterrupt):
+    """Training was stopped by a signal: after saving a checkpoint, or at once by a second Ctrl-C. A
+    KeyboardInterrupt, not an Exception: code that catches Exception around train() (a sweep, say) does not
+    swallow the user's Ctrl-C; the command line prints it as one line with exit status 130 or 143."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -15,7 +15,7 @@ from torch import Tensor
 from charnn.config import WEIGHT_FORMATS
 from charnn.device import cpu_kind
 from charnn.errors import DataError
-from charnn.nn.model import CharRNN, State
+from charnn.nn.model import CharRNN, State, eval_mode
 from charnn.nn.stepper import StepModel
 
 EVAL_WINDOW = 100
@@ -79,20 +79,20 @@ def loss_carried(
     world-th piece and `reduce` sums the partial totals over processes: the same figure as one process.
     """
     _check_length(ids)
-    model.eval()
-    targets = len(ids) - 1
-    streams = max(1, min(streams, targets // max(4 * burn_in, 1)))
-    per = targets // streams
-    mine = list(range(shard[0], streams, shard[1]))
-    total = 0.0
-    if mine:
-        total, last = _pieces(model, ids, [k * per for k in mine], per, burn_in)
-        done = streams * per
-        if mine[-1] == streams - 1 and done < targets:  # the leftover tail continues the last piece
-            total += _pieces(model, ids, [done], targets - done, 0, last)[0]
-    if reduce is not None:
-        total = reduce([total])[0]
-    return LossReport(total / targets, targets)
+    with eval_mode(model):
+        targets = len(ids) - 1
+        streams = max(1, min(streams, targets // max(4 * burn_in, 1)))
+        per = targets // streams
+        mine = list(range(shard[0], streams, shard[1]))
+        total = 0.0
+        if mine:
+            total, last = _pieces(model, ids, [k * per for k in mine], per, burn_in)
+            done = streams * per
+            if mine[-1] == streams - 1 and done < targets:  # the leftover tail continues the last piece
+                total += _pieces(model, ids, [done], targets - done, 0, last)[0]
+        if reduce is not None:
+            total = reduce([total])[0]
+        return LossReport(total / targets, targets)
 
 
 def _pieces(
@@ -128,21 +128,21 @@ def loss_windows(
 ) -> LossReport:
     """Loss with the text cut into consecutive `window`-char pieces, each read from a zero state."""
     _check_length(ids)
-    model.eval()
-    device = model.device
-    targets = len(ids) - 1
-    total = 0.0
-    for first in range(0, targets, window * batch_size):
-        piece = _as_tensor(ids[first : min(first + window * batch_size, targets) + 1], device)
-        full = (len(piece) - 1) // window
-        if full:
-            x = piece[: full * window].view(full, window)
-            y = piece[1 : full * window + 1].view(full, window)
-            total += _summed_loss(model, x, y, None)[0]
-        if full * window < len(piece) - 1:
-            rest = piece[full * window :].unsqueeze(0)
-            total += _summed_loss(model, rest[:, :-1], rest[:, 1:], None)[0]
-    return LossReport(total / targets, targets)
+    with eval_mode(model):
+        device = model.device
+        targets = len(ids) - 1
+        total = 0.0
+        for first in range(0, targets, window * batch_size):
+            piece = _as_tensor(ids[first : min(first + window * batch_size, targets) + 1], device)
+            full = (len(piece) - 1) // window
+            if full:
+                x = piece[: full * window].view(full, window)
+                y = piece[1 : full * window + 1].view(full, window)
+                total += _summed_loss(model, x, y, None)[0]
+            if full * window < len(piece) - 1:
+                rest = piece[full * window :].unsqueeze(0)
+                total += _summed_loss(model, rest[:, :-1], rest[:, 1:], None)[0]
+        return LossReport(total / targets, targets)
 
 
 def weight_checks(model: CharRNN, ids: np.ndarray) -> dict[str, float]:

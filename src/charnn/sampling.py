@@ -10,7 +10,7 @@ from torch import Tensor
 
 from charnn.config import SamplingConfig
 from charnn.errors import ConfigError, ModelFileError
-from charnn.nn.model import CharRNN
+from charnn.nn.model import CharRNN, eval_mode
 from charnn.nn.stepper import StepModel
 from charnn.text.vocab import Vocab
 
@@ -126,21 +126,21 @@ def sample(
     The start string goes through the model in one call; then each step runs on a StepModel holding the
     weights in format `weights` (None: the model itself, one call per char, the slow reference path).
     """
-    model.eval()
-    device = model.device
-    generator = seeded(cfg.seed)
-    logits, state = feed_start(model, start_ids(vocab, start_text(vocab, cfg)), cfg.num_samples)
-    stepper = StepModel(model, weights) if weights else None
-    for i in range(cfg.length):
-        nxt = pick(logits.cpu(), cfg, generator)
-        yield [vocab.chars[c] for c in nxt.tolist()]
-        if i + 1 == cfg.length:
-            break
-        if stepper:
-            logits, state = stepper.step(nxt.to(device), state)
-        else:
-            logits, state = model(nxt.unsqueeze(1).to(device), state)
-            logits = logits[:, -1]
+    with eval_mode(model):
+        device = model.device
+        generator = seeded(cfg.seed)
+        logits, state = feed_start(model, start_ids(vocab, start_text(vocab, cfg)), cfg.num_samples)
+        stepper = StepModel(model, weights) if weights else None
+        for i in range(cfg.length):
+            nxt = pick(logits.cpu(), cfg, generator)
+            yield [vocab.chars[c] for c in nxt.tolist()]
+            if i + 1 == cfg.length:
+                break
+            if stepper:
+                logits, state = stepper.step(nxt.to(device), state)
+            else:
+                logits, state = model(nxt.unsqueeze(1).to(device), state)
+                logits = logits[:, -1]
 
 
 def pick_rows(

@@ -85,11 +85,30 @@ def inspect_to(model: str | Path | LoadedModel, as_json: bool = False, **setting
 
     `settings`: InspectConfig's (text, file, out, units)."""
     cfg = build(InspectConfig, settings)
-    text = read_text(cfg)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    data = inspection(loaded, text, cfg.units)
+    data = _looked_at(model, cfg)
     if as_json:
         return json.dumps(data, ensure_ascii=False)
-    out = Path(cfg.out)
+    _write_page(Path(cfg.out), data)
+    mean = data["mean_surprisal"]
+    return f"charnn: wrote {cfg.out} ({len(data['text']):,} chars, mean surprisal {mean} nats/char)"
+
+
+def inspect(model: str | Path | LoadedModel, **settings: object) -> dict:
+    """What `charnn inspect --json` prints, as a dict; the page is written only where `out` is given.
+
+    `settings`: InspectConfig's (text, file, out, units)."""
+    cfg = build(InspectConfig, settings)
+    data = _looked_at(model, cfg)
+    if settings.get("out") is not None:
+        _write_page(Path(cfg.out), data)
+    return data
+
+
+def _looked_at(model: str | Path | LoadedModel, cfg: InspectConfig) -> dict:
+    text = read_text(cfg)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    return inspection(loaded, text, cfg.units)
+
+
+def _write_page(out: Path, data: dict) -> None:
     atomic_write(out, render_html(data).encode("utf-8"))
-    return f"charnn: wrote {out} ({len(text):,} chars, mean surprisal {data['mean_surprisal']} nats/char)"

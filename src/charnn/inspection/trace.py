@@ -10,7 +10,7 @@ import torch
 
 from charnn.config import MAX_INSPECT_CHARS
 from charnn.errors import DataError
-from charnn.nn.model import CharRNN
+from charnn.nn.model import CharRNN, eval_mode
 from charnn.text.vocab import Vocab
 
 TOP = 5
@@ -46,22 +46,22 @@ def trace(model: CharRNN, vocab: Vocab, text: str, limit: int = MAX_INSPECT_CHAR
     """Run `model` over `text` (read after a newline where the vocabulary has one)."""
     ids = check_text(vocab, text, limit)
     prefix = vocab.encode(START).tolist() if START in vocab.chars else []
-    model.eval()
-    x = torch.tensor([prefix + ids.tolist()], device=model.device)
-    outputs = _layer_outputs(model, x)
-    logp = torch.log_softmax(model.head(outputs[-1])[0].float(), dim=-1)
-    shift = len(prefix)
-    target = torch.as_tensor(ids, device=logp.device).long()
-    surprisal = torch.full((len(ids),), float("nan"))
-    guesses: list[list[tuple[str, float]]] = [[] for _ in range(shift == 0)]
-    rows = logp[: len(ids) - 1 + shift]  # rows[j] predicts char j + 1 - shift
-    first = 1 - shift
-    surprisal[first:] = -rows.gather(1, target[first:, None])[:, 0].cpu()
-    top = rows.topk(min(TOP, len(vocab)), dim=-1)
-    for values, indices in zip(top.values.exp().tolist(), top.indices.tolist(), strict=True):
-        guesses.append([(vocab.chars[i], p) for i, p in zip(indices, values, strict=True)])
-    layers = [o[0, shift:].float().cpu().numpy() for o in outputs]
-    return Trace(text, surprisal.numpy(), guesses, layers)
+    with eval_mode(model):
+        x = torch.tensor([prefix + ids.tolist()], device=model.device)
+        outputs = _layer_outputs(model, x)
+        logp = torch.log_softmax(model.head(outputs[-1])[0].float(), dim=-1)
+        shift = len(prefix)
+        target = torch.as_tensor(ids, device=logp.device).long()
+        surprisal = torch.full((len(ids),), float("nan"))
+        guesses: list[list[tuple[str, float]]] = [[] for _ in range(shift == 0)]
+        rows = logp[: len(ids) - 1 + shift]  # rows[j] predicts char j + 1 - shift
+        first = 1 - shift
+        surprisal[first:] = -rows.gather(1, target[first:, None])[:, 0].cpu()
+        top = rows.topk(min(TOP, len(vocab)), dim=-1)
+        for values, indices in zip(top.values.exp().tolist(), top.indices.tolist(), strict=True):
+            guesses.append([(vocab.chars[i], p) for i, p in zip(indices, values, strict=True)])
+        layers = [o[0, shift:].float().cpu().numpy() for o in outputs]
+        return Trace(text, surprisal.numpy(), guesses, layers)
 
 
 def _layer_outputs(model: CharRNN, x: torch.Tensor) -> list[torch.Tensor]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +19,19 @@ State = tuple[Tensor, ...]
 # (x batch-first, state as one tensor or an (h, c) pair, flat weights, dropout, training) -> (out, new state),
 # and the keyword `embedding`: where given, x is ids (B, T) whose rows of it are the input.
 LayerStack = Callable[..., tuple[Tensor, State]]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """`model` in eval mode for the block, then in the mode it was in: a caller who samples or evaluates
+    between training steps of their own trains on with dropout."""
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
 
 
 @dataclass(frozen=True)

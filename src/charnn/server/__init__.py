@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charnn.config import ServeConfig
+from charnn.declare import build
 from charnn.errors import CharnnError
 
 if TYPE_CHECKING:
     from charnn.store.model_dir import LoadedModel
 
 
-def serve(model: str | Path | LoadedModel, config: ServeConfig | None = None) -> None:
-    """Load `model` once (or take it loaded) and serve the page and API until interrupted."""
-    config = config or ServeConfig()
+def serve(model: str | Path | LoadedModel, config: ServeConfig | None = None, **settings: object) -> None:
+    """Load `model` once (or take it loaded) and serve the page and API until interrupted; `config`, or
+    ServeConfig's settings as keywords (host, port, max_streams, ...)."""
+    config = config or build(ServeConfig, settings)
     try:
         import uvicorn
 

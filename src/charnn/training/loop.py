@@ -15,7 +15,7 @@ import torch
 
 from charnn.config import ModelConfig, TrainConfig
 from charnn.device import CoreWait
-from charnn.errors import CharnnError, DataError, TrainingError
+from charnn.errors import DataError, Stopped, TrainingError
 from charnn.evaluation import LossReport, loss_carried
 from charnn.store.checkpoint import Checkpoint
 from charnn.store.model_dir import save_model
@@ -47,14 +47,6 @@ class TrainResult:
     elapsed_s: float
     stopped_by: str
     steps_now: int = 0  # of `steps`, those this call trained (the rest before a --resume)
-
-
-class Stopped(CharnnError):
-    """Training was stopped by a signal: after saving a checkpoint, or at once by a second Ctrl-C."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Loop:
@@ -321,7 +313,8 @@ class Loop:
         finally:
             self.reporter.close()
         if interrupted:
-            raise self._interrupted()
+            second = signals.received == signal.SIGINT
+            raise self._interrupted("a second Ctrl-C" if second else "an interrupt")
         if reason in ("SIGINT", "SIGTERM"):
             return self._stopped_by_signal(reason, saved_at)
         if evaluated_at != p.step or not self.has_model:
@@ -330,17 +323,16 @@ class Loop:
             self.save_checkpoint()
         return self._result(reason or "done")
 
-    def _interrupted(self) -> Stopped:
-        """What a second Ctrl-C ends with: nothing saved from a state a step may have left half done."""
+    def _interrupted(self, cause: str) -> Stopped:
+        """What a second Ctrl-C (or a KeyboardInterrupt raised in a step) ends with: nothing saved from a
+        state a step may have left half done."""
         found = self.rundir.checkpoints() if self.ranks.is_main else []
         kept = (
             f"continue from {found[-1]} with: charnn train --out {self.rundir.path} --resume"
             if found
             else "there is no checkpoint yet"
         )
-        return Stopped(
-            f"stopped at once by a second Ctrl-C, nothing saved since the last checkpoint; {kept}", 130
-        )
+        return Stopped(f"stopped at once by {cause}, nothing saved since the last checkpoint; {kept}", 130)
 
     def _stopped_by_signal(self, name: str, saved_at: int) -> TrainResult:
         path = self.save_checkpoint() if saved_at != self.step else None

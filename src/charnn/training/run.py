@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from charnn.config import ModelConfig
+from charnn.config import ModelConfig, RunOptions
+from charnn.declare import build, settle
 from charnn.device import cpu_kind, resolve_device
 from charnn.errors import ConfigError
 from charnn.evaluation import weight_checks
@@ -20,7 +21,7 @@ from charnn.store.checkpoint import load_checkpoint
 from charnn.store.model_dir import load_model, update_model_info
 from charnn.store.rundir import RunDir
 from charnn.text.corpus import canonical_source, load_corpus, warn_skipped
-from charnn.training import distributed, init_from
+from charnn.training import distributed, init_from, rng
 from charnn.training.loop import Loop, TrainResult
 from charnn.training.progress import Reporter
 
@@ -41,7 +42,30 @@ def train(
 
     `preset` defaults to seed for a new run; `resume` continues the run in `out` with its own preset and
     settings (only when to stop and how to report may change; a stop setting given replaces the saved
-    ones); `overwrite` replaces a run there; `clock` gives the seconds time budgets are measured in."""
+    ones); `overwrite` replaces a run there; `clock` gives the seconds time budgets are measured in.
+    Python's, NumPy's and torch's global random generators, which the run seeds, are put back as they were.
+    A signal that stops the run raises `Stopped` (a KeyboardInterrupt) once a checkpoint is saved."""
+    given = {"out": out, "preset": preset, "resume": resume, "overwrite": overwrite, "quiet": quiet}
+    opts = build(RunOptions, given)
+    settle(opts)  # checked as the command line's flags are: overwrite="no" is refused, not taken as true
+    if opts.out is None:
+        raise ConfigError("--out must be given: the run folder to train into")
+    caller = rng.capture()
+    try:
+        return _train(opts.out, opts.preset, opts.resume, opts.overwrite, opts.quiet, clock, settings)
+    finally:
+        rng.restore(caller)
+
+
+def _train(
+    out: str,
+    preset: str | None,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    clock: Callable[[], float],
+    settings: dict,
+) -> TrainResult:
     ranks = distributed.ranks_from_env()
     main = ranks.is_main
     run = RunDir(out)
