@@ -38,6 +38,24 @@ def test_an_overwrite_that_fails_before_its_first_checkpoint_puts_the_old_run_ba
     assert resumed.returncode == 0, resumed.stderr
 
 
+def test_an_overwrite_killed_before_its_first_checkpoint_resumes_the_run_it_replaced(tmp_path, corpus):
+    common = ["--data", str(corpus), "--out", "run", "--quiet", *TINY_FLAGS]
+    assert run_cli("train", *common, "--max-steps", "5", cwd=tmp_path).returncode == 0
+    saved = (tmp_path / "run/train_args.json").read_text()
+    run = RunDir(tmp_path / "run")  # what a SIGKILL leaves of an --overwrite before its first checkpoint:
+    run.prepare(resume=False, overwrite=True)  # the old run set aside, the new one's settings written
+    run.write_args({**json.loads(saved), "train": {**json.loads(saved)["train"], "lr": 0.5}})
+    run.unlock()
+    shown = run_cli("generate", "run", "--length", "5", cwd=tmp_path)
+    assert_clean_error(shown, "stopped before its first checkpoint", "comes back with", "--resume")
+    changed = run_cli("train", "--out", "run", "--resume", "--lr", "0.5", "--max-steps", "8", cwd=tmp_path)
+    assert_clean_error(changed, "cannot resume with different settings")
+    resumed = run_cli("train", "--out", "run", "--resume", "--max-steps", "8", cwd=tmp_path)
+    assert resumed.returncode == 0 and "trained 8 steps" in resumed.stderr, resumed.stderr
+    now = json.loads((tmp_path / "run/train_args.json").read_text())
+    assert now["train"]["lr"] == json.loads(saved)["train"]["lr"] != 0.5  # its own, not the new run's
+
+
 def test_an_overwrite_that_saves_a_checkpoint_leaves_nothing_of_the_old_run(tmp_path, corpus):
     common = ["--data", str(corpus), "--out", "run", *TINY_FLAGS]
     assert run_cli("train", *common, "--max-steps", "6", cwd=tmp_path).returncode == 0

@@ -86,6 +86,11 @@ def resolve_model_dir(path: str | Path) -> Path:
         if (candidate / "config.json").exists() or (candidate / "model.safetensors").exists():
             return candidate
     if (p / "train_args.json").exists():
+        if (p / ".replaced" / MODEL_DIR).is_dir():  # rundir.REPLACED_DIR: an --overwrite that stopped early
+            raise ModelFileError(
+                f"{p}: an --overwrite of this run stopped before its first checkpoint; the run it replaced "
+                f"is kept and comes back with: charnn train --out {p} --resume"
+            )
         raise ModelFileError(f"{p}: the run has no model yet (one is saved at its first evaluation)")
     raise ModelFileError(f"{p}: not a charnn run or model folder (no config.json or {MODEL_DIR}/ inside)")
 

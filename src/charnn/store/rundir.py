@@ -145,11 +145,14 @@ class RunDir:
 
     def read_args(self) -> dict:
         """The settings the run was started with (train_args.json), to resume it."""
-        if not self.args_path.exists():
+        path = self.args_path
+        replaced = self.path / REPLACED_DIR / ARGS_FILE
+        if replaced.exists() and not self.checkpoints():  # an --overwrite stopped before a checkpoint:
+            path = replaced  # the run it replaced comes back (prepare) and resumes with its own settings
+        if not path.exists():
             raise RunDirError(f"{self.path}: no run to resume here (no {ARGS_FILE}); drop --resume")
-        data = read_bytes(self.args_path)
         try:
-            return json.loads(data.decode("utf-8"))
+            return json.loads(read_bytes(path).decode("utf-8"))
         except ValueError as e:  # UnicodeDecodeError is a ValueError
             raise self.args_damaged(e) from None
 
