@@ -218,3 +218,18 @@ def test_files_skipped_in_a_data_folder_are_named_even_when_quiet(tmp_path):
     assert warnings == [f"charnn: warning: {path}: skipped, it looks binary (not text)" for path in skipped]
     assert json.loads((tmp_path / "run/train_args.json").read_text())["skipped_files"] == skipped
     assert result.stdout == ""  # quiet: no progress, only the warnings and the summary on stderr
+
+
+@pytest.mark.parametrize("reader", ["stdout", "stderr"])
+def test_a_training_whose_reader_leaves_trains_on_and_saves(tmp_path, reader):
+    """`charnn train ... | head -1`: the progress goes silent; the run is not cut short (it was, exit 0)."""
+    (tmp_path / "corpus.txt").write_text("a quick brown fox jumps over the lazy dog\n" * 400)
+    args = ["train", "--data", "corpus.txt", "--out", "run", "--max-steps", "60", "--log-every", "1"]
+    args += TINY_FLAGS
+    pipe = {reader: subprocess.PIPE}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} | pipe
+    proc = subprocess.Popen([sys.executable, "-m", "charnn", *args], cwd=tmp_path, **quiet)
+    getattr(proc, reader).read(20)  # the first bit of output, then the reader goes away
+    getattr(proc, reader).close()
+    assert proc.wait(timeout=120) == 0
+    assert (tmp_path / "run/checkpoints/step-000000060").is_dir()

@@ -332,9 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("charnn: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader (e.g. `head`) went away: not an error of ours. Silence the flush at exit.
+        # The reader (e.g. `head`) went away: not an error of ours, but a training cut short by it is no
+        # success (its own progress lines go silent instead: training/progress.py). Silence the flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return 1 if args.handler is _train else 0
     except UnicodeEncodeError as e:
         print(
             f"charnn: error: the output holds characters its encoding ({e.encoding}) cannot write; "
