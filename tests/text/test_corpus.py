@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from charnn.errors import DataError
 from charnn.text.corpus import SHAKESPEARE_SHA256, load_corpus, split
 from charnn.text.files import looks_binary
+from conftest import TINY_FLAGS, run_cli
 
 
 def test_builtin_shakespeare_is_the_tutorial_corpus():
@@ -85,3 +87,19 @@ def test_missing_path_and_empty_folder(tmp_path):
 def test_looks_binary_tolerates_ordinary_whitespace():
     assert not looks_binary(b"tab\tnew\nline\r\nform\x0cfeed")
     assert looks_binary(bytes(range(1, 32)) * 10)
+
+
+def test_a_run_inside_its_data_folder_is_not_read_as_text(tmp_path):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("a quick brown fox jumps over the lazy dog\n" * 300)
+    common = ["--data", ".", "--quiet", *TINY_FLAGS]
+    first = run_cli("train", *common, "--out", "runs/one", "--max-steps", "4", cwd=texts)
+    assert first.returncode == 0, first.stderr
+    resumed = run_cli("train", "--out", "runs/one", "--resume", "--max-steps", "6", cwd=texts)
+    assert resumed.returncode == 0, resumed.stderr  # it once found its text changed: the run's own JSON
+    again = run_cli("train", *common, "--out", "runs/two", "--max-steps", "4", cwd=texts)
+    assert again.returncode == 0 and "skipped" not in again.stderr, again.stderr
+    configs = [texts / f"runs/{run}/model/config.json" for run in ("one", "two")]
+    seen = [json.loads(c.read_text())["training"] for c in configs]
+    assert seen[0]["data_sha256"] == seen[1]["data_sha256"]  # the second run read only a.txt too

@@ -43,16 +43,23 @@ def _head(path: Path) -> bytes:
 
 
 def list_text_files(root: Path, encoding: str) -> tuple[list[Path], list[Path]]:
-    """Non-hidden files under `root`, sorted by path: those that look like text, and those skipped."""
-    paths = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """Non-hidden files under `root`, sorted by path, but for those in charnn's own folders (a run, a model,
+    an export: `--data .` beside `--out runs/...` would else train on the run's JSON, and its resume would
+    find the text changed): those that look like text, and those skipped."""
+    found = [p for p in root.rglob("*") if not any(x.startswith(".") for x in p.relative_to(root).parts)]
+    own = {p for p in found if p.is_dir() and _charnn_folder(p)}
+    paths = sorted(p for p in found if p.is_file() and own.isdisjoint(p.parents))
     if is_wide(encoding):
         return paths, []
     text = [p for p in paths if not looks_binary(_head(p))]
     return text, [p for p in paths if p not in set(text)]
+
+
+def _charnn_folder(folder: Path) -> bool:
+    """Whether charnn wrote `folder`: a run (train_args.json), an export (charnn.json) or a model."""
+    if (folder / "train_args.json").is_file() or (folder / "charnn.json").is_file():
+        return True
+    return (folder / "config.json").is_file() and (folder / "vocab.json").is_file()
 
 
 def check_text_file(path: Path, encoding: str) -> None:
