@@ -25,7 +25,12 @@ def cache_root() -> Path:
 
 
 def write_error(path: Path, e: OSError) -> RunDirError:
-    return RunDirError(f"{path}: cannot write ({e.strerror or e}); files saved before are untouched")
+    why = e.strerror or e
+    with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: a symlink loop
+        if path.resolve().is_relative_to(cache_root().resolve()):
+            advice = "set CHARNN_CACHE_DIR to a writable folder"
+            return RunDirError(f"{path}: cannot write ({why}); it is charnn's cache: {advice}")
+    return RunDirError(f"{path}: cannot write ({why}); files saved before are untouched")
 
 
 def read_error(path: Path, e: OSError) -> ModelFileError:
@@ -62,10 +67,12 @@ def atomic_stream(path: Path, chunks: Iterable[bytes]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except OSError as e:
+    except BaseException as e:  # a failed write, or Ctrl-C or an error in `chunks`: no temp file left behind
         with contextlib.suppress(OSError):  # e.g. the folder is a file: there is no temp file to remove
             tmp.unlink(missing_ok=True)
-        raise write_error(path, e) from None
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
+        raise
 
 
 def write_json(path: Path, obj: object) -> None:

@@ -199,3 +199,18 @@ def test_a_second_training_into_the_same_run_is_refused_with_the_first_ones_pid(
         proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert run_cli("train", "--out", "run", "--resume", "--max-steps", "1", cwd=tmp_path).returncode == 0
+
+
+def test_a_read_only_cache_only_costs_time(tmp_path, corpus, monkeypatch):
+    """The cache (kernel checks, the copy probe's index) is for speed: a read-only one never stops a run."""
+    with tmpfs(tmp_path / "cache", 1024) as cache:
+        subprocess.run(["mount", "-o", "remount,ro", str(cache)], check=True)
+        monkeypatch.setenv("CHARNN_CACHE_DIR", str(cache))
+        flags = [*TINY_FLAGS, "--precision", "auto", "--lstm-kernel", "auto", "--eval-every", "3"]
+        result = run_cli(
+            "train", "--data", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "6", *flags
+        )
+        assert result.returncode == 0, result.stderr
+        assert RunDir(tmp_path / "run").checkpoints()[-1].name == "step-000000006"
+        copying = run_cli("copying", str(tmp_path / "run"), "--samples", "1", "--length", "40")
+        assert copying.returncode == 0, copying.stderr

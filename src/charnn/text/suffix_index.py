@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charnn.errors import DataError
-from charnn.fileio import atomic_write, cache_root, cached_sidecar, write_error
+from charnn.errors import DataError, RunDirError
+from charnn.fileio import atomic_write, cache_root, cached_sidecar
 
 INDEX_VERSION = 1
 MAX_INDEX_CHARS = 2**31 - 1  # positions are int32: 8 bytes per char would double the index for no user
@@ -190,10 +190,10 @@ def load_index(ids: np.ndarray, sha256: str, chars: tuple[str, ...]) -> SuffixIn
     suffixes = build_suffixes(ids)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(folder, e) from None
-    atomic_write(data_path, suffixes.tobytes())
-    atomic_write(meta_path, json.dumps({"key": key, "length": len(ids)}).encode())
+        atomic_write(data_path, suffixes.tobytes())
+        atomic_write(meta_path, json.dumps({"key": key, "length": len(ids)}).encode())
+    except (OSError, RunDirError):
+        pass  # a cache that cannot be written (read-only): the index is built again next time
     return SuffixIndex(ids, suffixes)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from charnn.device import CoreWait, cpu_info
-from charnn.errors import TrainingError
+from charnn.errors import CharnnError, TrainingError
 from charnn.fileio import cache_root, write_json
 from charnn.nn import cpu_lstm, grad_check, native
 from charnn.training import distributed
@@ -58,7 +58,7 @@ def gradient_error(kernel: str, s: Sizes) -> float:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json(path, known)
-        except OSError:
+        except (OSError, CharnnError):
             pass  # an unwritable cache only means checking again next time
     return known[key]
 
