@@ -100,3 +100,13 @@ def test_more_than_65535_symbols_train(tmp_path):
     assert result.returncode == 0, result.stderr
     info = json.loads(run_cli("info", str(tmp_path / "run"), "--json").stdout)
     assert info["vocab_size"] == len(set(text)) > 65_535
+
+
+def test_an_empty_data_or_a_loop_of_links_is_refused(tmp_path):
+    (tmp_path / "a.txt").write_text(TEXT)  # what an empty --data read before: the whole current folder
+    (tmp_path / "loopA").symlink_to(tmp_path / "loopB")
+    (tmp_path / "loopB").symlink_to(tmp_path / "loopA")
+    empty = run_cli("train", "--data", "", "--out", "run", *QUICK, cwd=tmp_path)
+    assert_clean_error(empty, "--data is empty")
+    assert_clean_error(train(tmp_path, tmp_path / "loopA"), "loopA", "a loop of symbolic links")
+    assert not (tmp_path / "run").exists()

@@ -97,7 +97,12 @@ def canonical_source(source: str) -> str:
     """`shakespeare` and URLs as they are; a path made absolute, so a run can be resumed from anywhere."""
     if source == SHAKESPEARE or is_url(source):
         return source
-    return str(Path(source).expanduser().resolve())
+    if not source:  # "$UNSET" would else be the current folder, read whole
+        raise ConfigError("--data is empty: give the path of a text")
+    try:
+        return str(Path(source).expanduser().resolve())
+    except RuntimeError:  # resolve()'s word for a loop of symbolic links
+        raise DataError(f"{source}: a loop of symbolic links, not a text") from None
 
 
 def _check_known(unknown: list[str], name: str) -> None:
