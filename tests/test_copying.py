@@ -2,7 +2,12 @@
 validation text's figures; and each bad input as one clear line."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+
+import pytest
 
 import charnn
 from charnn.copy_report import copying_report
@@ -110,3 +115,29 @@ def test_damaged_index_metadata_in_the_cache_is_rebuilt(trained_run, tmp_path, m
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout)["checked"] == json.loads(before.stdout)["checked"]
     assert isinstance(json.loads(meta.read_text()), dict)  # rebuilt and kept
+
+
+def test_a_given_text_is_read_as_a_user_would_expect(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "mine.txt").write_text("All:\r\nSpeak, speak.\r\n")
+    tilde = run_cli("copying", str(trained_run), "--text", "~/mine.txt", "--json")
+    assert tilde.returncode == 0, tilde.stderr  # ~ as every other path flag takes it; CRLF as LF
+    missing = run_cli("copying", str(trained_run), "--text", "~/nope.txt")
+    assert_clean_error(missing, "~/nope.txt: no such file")
+    assert_clean_error(run_cli("copying", str(trained_run), "--text", str(tmp_path)), "a folder, not a text")
+    bytes_in = subprocess.run(
+        [sys.executable, "-m", "charnn", "copying", str(trained_run), "--text", "-"],
+        input=b"All: caf\xe9",
+        capture_output=True,
+    )
+    assert bytes_in.returncode == 1 and b"-: not valid utf-8 at byte 8" in bytes_in.stderr
+
+
+@pytest.mark.parametrize("closed", ["stdin", "stdout"])
+def test_a_closed_stdin_or_stdout_is_one_line(trained_run, closed):
+    args = ["copying", str(trained_run), "--text", "-"] if closed == "stdin" else ["info", str(trained_run)]
+    fd = 0 if closed == "stdin" else 1
+    done = subprocess.run(
+        [sys.executable, "-m", "charnn", *args], stderr=subprocess.PIPE, preexec_fn=lambda: os.close(fd)
+    )
+    assert done.returncode == 1 and f"{closed} is closed".encode() in done.stderr, done.stderr

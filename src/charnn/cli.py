@@ -323,6 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if sys.stdout is None:  # closed: train, serve and export print only progress there
+        if args.handler not in (_train, _serve, _export):
+            print("charnn: error: stdout is closed: there is nowhere to print the result", file=sys.stderr)
+            return 1
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
     try:
         return args.handler(args)
     except (CharnnError, Stopped) as e:

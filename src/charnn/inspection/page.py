@@ -88,7 +88,7 @@ def inspect_to(model: str | Path | LoadedModel, as_json: bool = False, **setting
     data = _looked_at(model, cfg)
     if as_json:
         return json.dumps(data, ensure_ascii=False)
-    _write_page(Path(cfg.out), data)
+    _write_page(Path(cfg.out).expanduser(), data)
     mean = data["mean_surprisal"]
     return f"charnn: wrote {cfg.out} ({len(data['text']):,} chars, mean surprisal {mean} nats/char)"
 
@@ -100,7 +100,7 @@ def inspect(model: str | Path | LoadedModel, **settings: object) -> dict:
     cfg = build(InspectConfig, settings)
     data = _looked_at(model, cfg)
     if settings.get("out") is not None:
-        _write_page(Path(cfg.out), data)
+        _write_page(Path(cfg.out).expanduser(), data)
     return data
 
 

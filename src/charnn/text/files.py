@@ -84,12 +84,23 @@ def _convert_or_train(encoding: str, actual: str) -> str:
 def read_given_text(source: str) -> str:
     """The text of a FILE given to check or inspect, or of stdin for '-', as UTF-8 (a BOM dropped)."""
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(
-            f"{source}: cannot read it as UTF-8 text ({getattr(e, 'strerror', None) or e})"
-        ) from None
-    return text.removeprefix("\ufeff")
+        if source == "-":
+            if sys.stdin is None:
+                raise DataError("-: stdin is closed; give the text in a file")
+            raw = sys.stdin.buffer.read()
+        else:
+            raw = Path(source).expanduser().read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{source}: a folder, not a text file") from None
+    except OSError as e:
+        raise DataError(f"{source}: cannot read the file ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{source}: not valid utf-8 at byte {e.start}; give UTF-8 text") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")  # as text mode reads it
 
 
 def iter_text(files: list[Path], encoding: str, folder: bool = False) -> Iterator[str]:
