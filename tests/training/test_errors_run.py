@@ -31,6 +31,8 @@ def test_out_that_cannot_be_a_folder(tmp_path, corpus):
     (tmp_path / "afile").write_text("x")
     assert_clean_error(train(corpus, tmp_path / "afile"), "afile", "not a folder")
     assert_clean_error(train(corpus, tmp_path / "afile" / "run"), "cannot create the run folder")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    assert_clean_error(train(corpus, tmp_path / "dangling"), "a symbolic link to", "gone", "does not exist")
 
 
 def test_resume_without_a_run(tmp_path):

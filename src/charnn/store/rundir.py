@@ -48,6 +48,9 @@ class RunDir:
         """Create and lock the folder; refuse to train over an existing run unless resuming or overwriting."""
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path}: exists and is not a folder")
+        if self.path.is_symlink() and not self.path.exists():
+            target = os.readlink(self.path)
+            raise RunDirError(f"{self.path}: a symbolic link to {target}, which does not exist")
         if resume and not self.args_path.exists():
             raise RunDirError(f"{self.path}: no run to resume here (no {ARGS_FILE}); drop --resume")
         try:
@@ -117,8 +120,12 @@ class RunDir:
                 f"{self.path}: another charnn training (pid {holder}) is writing this run; "
                 "wait for it to finish or stop it"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:  # the holder's pid, for the message of a second training started into this run
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as e:
+            os.close(fd)
+            raise write_error(self.path / LOCK_FILE, e) from None
         self._lock_fd = fd
 
     def unlock(self) -> None:
