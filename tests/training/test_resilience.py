@@ -89,13 +89,14 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(tmp_path, c
     assert not leftovers(killed / "run")
 
 
-def test_sigterm_saves_and_exits_143(tmp_path, corpus):
+@pytest.mark.parametrize(("stop", "status"), [("SIGTERM", 143), ("SIGHUP", 129)])  # SIGHUP: a closed terminal
+def test_sigterm_saves_and_exits_143(tmp_path, corpus, stop, status):
     proc = popen_train(tmp_path, "--data", str(corpus), "--max-steps", "100000", *TINY_FLAGS)
     wait_for_step(proc, 7)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.Signals[stop])
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert proc.returncode == status, err
+    assert f"stopped by {stop}" in err and "Traceback" not in err
     assert int(RunDir(tmp_path / "run").checkpoints()[-1].name[5:]) >= 7
 
 

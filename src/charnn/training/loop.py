@@ -28,7 +28,7 @@ from charnn.training.curriculum import chars_before, sampling_prob, seq_len_at
 from charnn.training.plot import matplotlib_available, plot_losses
 from charnn.training.progress import Reporter
 from charnn.training.schedule import lr_at
-from charnn.training.signals import StopSignals
+from charnn.training.signals import STOP_NAMES, StopSignals
 from charnn.training.step import NonFiniteLoss, TrainStep
 
 PROBE_STEPS = 10  # a time budget's schedule is sized from the speed of the first steps (and again later)
@@ -315,7 +315,7 @@ class Loop:
         if interrupted:
             second = signals.received == signal.SIGINT
             raise self._interrupted("a second Ctrl-C" if second else "an interrupt")
-        if reason in ("SIGINT", "SIGTERM"):
+        if reason in STOP_NAMES:
             return self._stopped_by_signal(reason, saved_at)
         if evaluated_at != p.step or not self.has_model:
             self._after_eval(self.evaluate())
@@ -342,7 +342,7 @@ class Loop:
         raise Stopped(
             f"stopped by {name} at step {self.step}; {saved}; "
             f"continue with: charnn train --out {self.rundir.path} --resume",
-            130 if name == "SIGINT" else 143,
+            128 + signal.Signals[name].value,  # the shell's status for a process a signal ended: 130, 143
         )
 
     def _log(self, epoch: int, losses: list[float], grad_norm: float, chars_per_s: float) -> None:
