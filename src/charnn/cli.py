@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -331,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (CharnnError, Stopped) as e:
-        print(f"charnn: error: {e}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # stderr gone too (a closed terminal's SIGHUP): the status says it
+            print(f"charnn: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("charnn: interrupted", file=sys.stderr)
