@@ -102,7 +102,7 @@ def evaluate(model: str | Path | LoadedModel, **settings: object) -> dict:
     ids = {"val": val_ids, "train": train_ids, "all": corpus.ids}[cfg.split]
     if len(ids) < 2:
         other = "--split all" if cfg.split != "all" else "a longer text (--data)"
-        held = f"the {cfg.split} split holds {len(ids)} chars"
+        held = f"the {cfg.split} split holds {len(ids)} char{'' if len(ids) == 1 else 's'}"
         raise DataError(f"{corpus.source}: {held}; nothing to evaluate (try {other})")
     net = loaded.model if cfg.weights == "fp32" else StepModel(loaded.model, cfg.weights)
     carried = loss_carried(net, ids)

@@ -288,8 +288,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import signal
+
     from charnn.export.folder import export
 
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds: a half-written export folder is removed, not left hidden
+
+    signal.signal(signal.SIGTERM, stop)
     result = export(_model(args), **given(args, ExportConfig))
     for warning in result.warnings:
         print(f"charnn: warning: {warning}", file=sys.stderr)

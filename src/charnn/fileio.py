@@ -96,11 +96,13 @@ def write_folder(final: Path, files: dict[str, bytes]) -> None:
             os.replace(final, old)
         os.replace(tmp, final)
         fsync_dir(final.parent)
-    except OSError as e:
+    except BaseException as e:  # a failed write, or a stop (export turns SIGTERM into SystemExit): undone
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not final.exists():
             os.replace(old, final)
-        raise write_error(final, e) from None
+        if isinstance(e, OSError):
+            raise write_error(final, e) from None
+        raise
     if old.is_symlink():  # a link given as the folder: the link is replaced, what it pointed at stays
         old.unlink()
     else:

@@ -3,7 +3,7 @@
 import pytest
 
 from charnn.errors import RunDirError
-from charnn.fileio import atomic_stream, atomic_write, cache_root
+from charnn.fileio import atomic_stream, atomic_write, cache_root, write_folder
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, ValueError])
@@ -28,3 +28,20 @@ def test_a_cache_that_cannot_be_written_says_where_to_point_it(tmp_path):
         atomic_write(blocker / "inside", b"x")  # a folder that is a file
     with pytest.raises(RunDirError, match="files saved before are untouched"):
         atomic_write(tmp_path / "a" / "b", b"x")  # elsewhere: the usual words
+
+
+class _StopsMidway(dict):
+    """Files whose writing is stopped after the first (as export's SIGTERM handler stops it: SystemExit)."""
+
+    def items(self):
+        first = next(iter(super().items()))
+        yield first
+        raise SystemExit(143)
+
+
+def test_a_folder_write_stopped_midway_leaves_the_old_folder_and_nothing_hidden(tmp_path):
+    final = tmp_path / "export"
+    write_folder(final, {"a.txt": b"old"})
+    with pytest.raises(SystemExit):
+        write_folder(final, _StopsMidway({"a.txt": b"new", "b.txt": b"new"}))
+    assert [p.name for p in tmp_path.iterdir()] == ["export"] and (final / "a.txt").read_bytes() == b"old"
