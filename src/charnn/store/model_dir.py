@@ -26,6 +26,8 @@ from charnn.text.vocab import Vocab
 
 FORMAT_VERSION = 1
 MODEL_DIR = "model"
+# In a run folder: an overwritten run, kept until the run replacing it has a checkpoint (store/rundir.py).
+REPLACED_DIR = ".replaced"
 # Models inside the package, by the name that stands for them where no folder of that name exists.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
 SHIPPED = ("shakespeare",)
@@ -86,7 +88,7 @@ def resolve_model_dir(path: str | Path) -> Path:
         if (candidate / "config.json").exists() or (candidate / "model.safetensors").exists():
             return candidate
     if (p / "train_args.json").exists():
-        if (p / ".replaced" / MODEL_DIR).is_dir():  # rundir.REPLACED_DIR: an --overwrite that stopped early
+        if (p / REPLACED_DIR / MODEL_DIR).is_dir():  # an --overwrite that stopped before a checkpoint
             raise ModelFileError(
                 f"{p}: an --overwrite of this run stopped before its first checkpoint; the run it replaced "
                 f"is kept and comes back with: charnn train --out {p} --resume"

@@ -15,13 +15,12 @@ except ImportError:  # Windows
 from charnn.errors import RunDirError
 from charnn.fileio import atomic_write, read_bytes, write_error, write_json
 from charnn.store.checkpoint import CHECKPOINTS_DIR, list_checkpoints
-from charnn.store.model_dir import MODEL_DIR
+from charnn.store.model_dir import MODEL_DIR, REPLACED_DIR
 
 ARGS_FILE = "train_args.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
 LOCK_FILE = ".lock"
-REPLACED_DIR = ".replaced"  # an overwritten run, kept until the run replacing it has a checkpoint
 _RUN_MARKERS = (ARGS_FILE, MODEL_DIR, CHECKPOINTS_DIR, METRICS_FILE)
 
 
