@@ -100,6 +100,61 @@ def test_sigterm_saves_and_exits_143(tmp_path, corpus, stop, status):
     assert int(RunDir(tmp_path / "run").checkpoints()[-1].name[5:]) >= 7
 
 
+# `charnn ARGS` in a process that sends itself SIGNAL as `run.WHERE` (start-up or the final check) begins.
+SIGNAL_AT = """
+import os, signal, sys
+import charnn.training.run as run
+from charnn.cli import main
+where, name = sys.argv[1], sys.argv[2]
+original = getattr(run, where)
+def hit(*args, **kwargs):
+    os.kill(os.getpid(), signal.Signals[name])
+    return original(*args, **kwargs)
+setattr(run, where, hit)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def signal_at(cwd: Path, where: str, name: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", SIGNAL_AT, where, name, "train", "--out", "run", "--quiet", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_sigterm_during_start_up_stops_with_one_line_and_leaves_no_run(tmp_path, corpus):
+    result = signal_at(tmp_path, "load_corpus", "SIGTERM", "--data", str(corpus), *TINY_FLAGS)
+    assert_clean_error(result, "stopped by SIGTERM before the first step: nothing was trained", code=143)
+    assert not RunDir(tmp_path / "run").checkpoints()
+    again = run_cli(
+        "train", "--data", str(corpus), "--out", "run", "--max-steps", "2", *TINY_FLAGS, cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stderr  # not "a run is there: pass --resume"
+
+
+def test_sighup_during_an_overwrites_start_up_brings_the_old_run_back(tmp_path, corpus):
+    flags = ["--data", str(corpus), "--max-steps", "3", *TINY_FLAGS]
+    assert run_cli("train", "--out", "run", "--quiet", *flags, cwd=tmp_path).returncode == 0
+    before = snapshot(tmp_path / "run")
+    result = signal_at(tmp_path, "run_settings", "SIGHUP", "--overwrite", *flags)
+    assert_clean_error(result, "stopped by SIGHUP", "the run it was to replace is kept as it was", code=129)
+    after = snapshot(tmp_path / "run")
+    assert {k: v for k, v in after.items() if k != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"
+    }
+
+
+def test_sigterm_during_the_final_weight_check_keeps_the_model_and_resume_finishes_it(tmp_path, corpus):
+    result = signal_at(
+        tmp_path, "weight_checks", "SIGTERM", "--data", str(corpus), "--max-steps", "3", *TINY_FLAGS
+    )
+    assert_clean_error(
+        result, "stopped by SIGTERM", "step-000000003", "charnn train --out run --resume", code=143
+    )
+    load_model(tmp_path / "run")
+    finished = run_cli("train", "--out", "run", "--resume", "--quiet", cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert "val_loss" in load_model(tmp_path / "run").info["inference"]
+
+
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus):
     with tmpfs(tmp_path / "disk", 2048) as disk:
         first = run_cli(

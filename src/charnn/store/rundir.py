@@ -43,6 +43,10 @@ class RunDir:
     def checkpoints(self) -> list[Path]:
         return list_checkpoints(self.path)
 
+    def replacing(self) -> bool:
+        """Whether an overwritten run is set aside, to come back if this one ends without a checkpoint."""
+        return (self.path / REPLACED_DIR).is_dir()
+
     def prepare(self, resume: bool, overwrite: bool) -> None:
         """Create and lock the folder; refuse to train over an existing run unless resuming or overwriting."""
         if self.path.exists() and not self.path.is_dir():

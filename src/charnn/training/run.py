@@ -9,6 +9,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from charnn.config import ModelConfig, RunOptions
@@ -21,7 +22,7 @@ from charnn.store.checkpoint import load_checkpoint
 from charnn.store.model_dir import load_model, update_model_info
 from charnn.store.rundir import RunDir
 from charnn.text.corpus import canonical_source, load_corpus, warn_skipped
-from charnn.training import distributed, init_from, rng
+from charnn.training import distributed, init_from, rng, signals
 from charnn.training.loop import Loop, TrainResult
 from charnn.training.progress import Reporter
 
@@ -52,9 +53,22 @@ def train(
         raise ConfigError("--out must be given: the run folder to train into")
     caller = rng.capture()
     try:
-        return _train(opts.out, opts.preset, opts.resume, opts.overwrite, opts.quiet, clock, settings)
+        with signals.stop_at_once(partial(_stopped_outside_the_loop, RunDir(opts.out))):
+            return _train(opts.out, opts.preset, opts.resume, opts.overwrite, opts.quiet, clock, settings)
     finally:
         rng.restore(caller)
+
+
+def _stopped_outside_the_loop(run: RunDir, name: str) -> str:
+    """What SIGTERM or SIGHUP during start-up or the final weight check says (the loop saves first)."""
+    found = run.checkpoints()
+    if not found:
+        kept = "; the run it was to replace is kept as it was" if run.replacing() else ""
+        return f"stopped by {name} before the first step: nothing was trained{kept}"
+    return (
+        f"stopped by {name}; the run is as its last checkpoint ({found[-1].name}) left it; "
+        f"continue with: charnn train --out {run.path} --resume"
+    )
 
 
 def _train(

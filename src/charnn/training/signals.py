@@ -1,12 +1,14 @@
 """Stopping cleanly: SIGINT, SIGTERM and SIGHUP (a closed terminal) become a flag the training loop checks
-between steps."""
+between steps; outside the loop (start-up, the final weight check) SIGTERM and SIGHUP stop at once."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+from charnn.errors import Stopped
 
 # SIGHUP where the platform has it (not on Windows): closing the terminal stops a run as SIGTERM does.
 STOPS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
@@ -36,3 +38,27 @@ class StopSignals:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def stop_at_once(message: Callable[[str], str]) -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `Stopped(message(name))` where they arrive (SIGINT is a KeyboardInterrupt
+    already), so that the clean-up around the work runs and the command line prints one line; a second such
+    signal while that clean-up runs is ignored. The loop's own handlers take over while it runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handle(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Stopped(message(signal.Signals(signum).name), 128 + signum)
+
+    previous = {s: signal.signal(s, handle) for s in STOPS if s != signal.SIGINT}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
