@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import charnn.fileio
+import charnn.text.cache
 import charnn.text.corpus
 import charnn.text.files
 from charnn.errors import DataError
@@ -121,3 +123,28 @@ def test_damaged_cache_metadata_is_rebuilt(tmp_path, tiny_chunks, damage):
     assert again.vocab == first.vocab and again.sha256 == first.sha256
     assert again.vocab.decode(again.ids) == "abc\n" * 50
     assert json.loads(meta_path.read_text())["length"] == 200  # written whole again
+
+
+@pytest.mark.parametrize("added", ["ÆØÅ new chars", "abc\n"])  # chars the first pass saw or not
+def test_a_file_written_to_between_the_two_passes_is_refused_then_read_once_still(
+    tmp_path, tiny_chunks, monkeypatch, added
+):
+    path = tmp_path / "t.txt"
+    path.write_text("abc\n" * 50)
+    calls = []
+
+    def iter_text_while_written(*args):
+        calls.append(args)
+        if len(calls) == 2:  # the second pass: something appends to the file first
+            with path.open("a") as f:
+                f.write(added)
+        yield from charnn.text.files.iter_text(*args)
+
+    monkeypatch.setattr(charnn.text.cache, "iter_text", iter_text_while_written)
+    cached = Path(charnn.fileio.cache_root(), "corpora")
+    before = set(cached.iterdir()) if cached.exists() else set()
+    with pytest.raises(DataError, match=r"t\.txt: changed while it was read; try again"):
+        load_corpus(str(path))
+    assert set(cached.iterdir()) == before  # nothing cached from it, no temp file left
+    corpus = load_corpus(str(path))  # read again, now that nothing writes to it
+    assert corpus.vocab.decode(corpus.ids) == "abc\n" * 50 + added

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,26 @@ def _build(
         return meta
     vocab = Vocab(tuple(meta["chars"]))
     meta["dtype"] = vocab.dtype.name
-    atomic_stream(ids_path, (vocab.encode(text).tobytes() for text in iter_text(files, encoding, folder)))
+    atomic_stream(ids_path, _encoded_again(files, encoding, folder, vocab, meta["sha256"]))
     atomic_write(meta_path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
     return meta
+
+
+def _encoded_again(
+    files: list[Path], encoding: str, folder: bool, vocab: Vocab, sha256: str
+) -> Iterator[bytes]:
+    """The second pass's ids, chunk by chunk; a text that is not the one the first pass read (a file written
+    to meanwhile) is refused, not encoded against the first pass's vocabulary."""
+    changed = DataError(
+        f"{files[0] if len(files) == 1 else f'the corpus ({len(files)} files)'}: changed while it was read; "
+        "try again once nothing writes to it"
+    )
+    digest = hashlib.sha256()
+    for text in iter_text(files, encoding, folder):
+        digest.update(text.encode("utf-8"))
+        try:
+            yield vocab.encode(text).tobytes()
+        except ConfigError:
+            raise changed from None
+    if digest.hexdigest() != sha256:
+        raise changed
