@@ -141,3 +141,17 @@ def test_a_closed_stdin_or_stdout_is_one_line(trained_run, closed):
         [sys.executable, "-m", "charnn", *args], stderr=subprocess.PIPE, preexec_fn=lambda: os.close(fd)
     )
     assert done.returncode == 1 and f"{closed} is closed".encode() in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (an always-full device)")
+@pytest.mark.parametrize("command", [["info"], ["generate", "--length", "50", "--seed", "1"]])
+def test_stdout_on_a_full_device_is_named(trained_run, command):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "charnn", command[0], str(trained_run), *command[1:]],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "charnn: error: cannot write the output to stdout (No space left on device)\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import secrets
@@ -357,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except OSError as e:  # the output (or an input) failed: stdout closed, a full disk, ...
-        print(f"charnn: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
+        print(f"charnn: error: {_os_error_line(e)}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not _is_out_of_memory(e):
@@ -366,6 +367,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as e:
         return _internal_error(e)
+
+
+def _os_error_line(e: OSError) -> str:
+    """An OSError that reached the top: charnn's own file writes name their path (fileio.write_error), so a
+    nameless failure to write is the output's, on a full disk or device (`> /dev/full`)."""
+    if e.filename:
+        return f"{e.strerror or e}: {e.filename}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"cannot write the output to stdout ({e.strerror})"
+    return str(e.strerror or e)
 
 
 def _is_out_of_memory(e: RuntimeError) -> bool:
