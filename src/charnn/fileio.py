@@ -49,6 +49,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _beside(path: Path, tag: str) -> Path:
+    """The hidden name of `path`'s temporary or replaced copy, `.NAME.TAG-PID`, its NAME cut short where the
+    whole would pass the 255 bytes a file name may take (so any name that may be written may be replaced)."""
+    suffix = f".{tag}-{os.getpid()}"
+    name = path.name
+    while len(f".{name}{suffix}".encode()) > 255:
+        name = name[:-1]
+    return path.with_name(f".{name}{suffix}")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix."""
     atomic_stream(path, [data])
@@ -58,7 +68,7 @@ def atomic_stream(path: Path, chunks: Iterable[bytes]) -> None:
     """atomic_write for data produced piece by piece (never all in memory at once)."""
     if not path.name:  # "", "." or "/": no file can be put there
         raise RunDirError(f"{path}: a folder, not a file to write")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _beside(path, "tmp")
     try:
         with open(tmp, "wb") as f:
             for chunk in chunks:
@@ -81,8 +91,7 @@ def write_json(path: Path, obj: object) -> None:
 
 def write_folder(final: Path, files: dict[str, bytes]) -> None:
     """Create folder `final` holding `files`, replacing any old one only once the new one is complete."""
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    tmp, old = _beside(final, "tmp"), _beside(final, "old")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

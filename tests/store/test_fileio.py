@@ -45,3 +45,13 @@ def test_a_folder_write_stopped_midway_leaves_the_old_folder_and_nothing_hidden(
     with pytest.raises(SystemExit):
         write_folder(final, _StopsMidway({"a.txt": b"new", "b.txt": b"new"}))
     assert [p.name for p in tmp_path.iterdir()] == ["export"] and (final / "a.txt").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("length", [240, 250, 255])  # the temp name `.NAME.tmp-PID` would pass 255 bytes
+def test_a_name_as_long_as_a_file_name_may_be_is_written_and_replaced(tmp_path, length):
+    folder, file = tmp_path / ("é" * (length // 2) + "f" * (length % 2)), tmp_path / ("x" * length)
+    for content in (b"old", b"new"):
+        write_folder(folder, {"a.bin": content})
+        atomic_write(file, content)
+    assert (folder / "a.bin").read_bytes() == b"new" and file.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, file.name])  # none left hidden
