@@ -33,6 +33,8 @@ def test_out_that_cannot_be_a_folder(tmp_path, corpus):
     assert_clean_error(train(corpus, tmp_path / "afile" / "run"), "cannot create the run folder")
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     assert_clean_error(train(corpus, tmp_path / "dangling"), "a symbolic link to", "gone", "does not exist")
+    too_long = tmp_path / ("r" * 300)
+    assert_clean_error(train(corpus, too_long), "cannot create the run folder (File name too long)")
 
 
 def test_resume_without_a_run(tmp_path):

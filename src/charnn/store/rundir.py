@@ -49,7 +49,11 @@ class RunDir:
 
     def prepare(self, resume: bool, overwrite: bool) -> None:
         """Create and lock the folder; refuse to train over an existing run unless resuming or overwriting."""
-        if self.path.exists() and not self.path.is_dir():
+        try:
+            exists = self.path.exists()  # raises where the name cannot be a path here (too long, say)
+        except OSError as e:
+            raise RunDirError(f"{self.path}: cannot create the run folder ({e.strerror or e})") from None
+        if exists and not self.path.is_dir():
             raise RunDirError(f"{self.path}: exists and is not a folder")
         if self.path.is_symlink() and not self.path.exists():
             target = os.readlink(self.path)
