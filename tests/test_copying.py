@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import charnn
+import charnn.copy_report
 from charnn.copy_report import copying_report
 from conftest import PARAGRAPH, assert_clean_error, run_cli
 
@@ -155,3 +156,110 @@ def test_stdout_on_a_full_device_is_named(trained_run, command):
         )
     assert done.returncode == 1, done.stderr
     assert done.stderr == "charnn: error: cannot write the output to stdout (No space left on device)\n"
+
+
+def a_model_of(tmp_path, name: str, text: str, **settings) -> str:
+    """A tiny model trained (30 steps) on `text`, written as it is (no newline translation)."""
+    data = tmp_path / f"{name}.txt"
+    data.write_bytes(text.encode(settings.get("encoding", "utf-8")))
+    flags = {"hidden": 16, "embedding": 8, "seq_len": 16, "batch_size": 4, "precision": "fp32"}
+    charnn.train(tmp_path / name, data=str(data), max_steps=30, quiet=True, **{**flags, **settings})
+    return str(tmp_path / name)
+
+
+def test_samples_of_a_model_whose_text_has_no_newline_begin_after_its_first_char(tmp_path):
+    model = a_model_of(tmp_path, "oneline", "the cat sat on the mat. " * 300)
+    report = charnn.copying(model, samples=2, length=50)
+    assert report["what"] == "2 samples of 50 chars" and report["checked"]["chars"] == 100
+    one = charnn.copying(model, samples=1, length=1)
+    assert one["what"] == "1 sample of 1 char"
+    assert "n/a (shorter than the n-grams)" in charnn.copy_report.format_report(one)
+
+
+def test_a_given_text_is_read_as_the_training_text_was(tmp_path):
+    """An excerpt of a model's own training file is never refused: lone CRs (old Mac text) stay CRs, and a
+    latin-1 model's text is read as latin-1."""
+    mac = a_model_of(tmp_path, "mac", "All:\rSpeak, speak.\r" * 300)
+    (tmp_path / "mac-excerpt.txt").write_bytes(b"All:\rSpeak, speak.\rAll:\r")
+    assert charnn.copying(mac, file=str(tmp_path / "mac-excerpt.txt"))["checked"]["chars"] == 24
+    latin = a_model_of(tmp_path, "latin", "café au lait, ça va. " * 300, encoding="latin-1")
+    (tmp_path / "latin-excerpt.txt").write_bytes("ça va, café".encode("latin-1"))
+    assert charnn.copying(latin, text=str(tmp_path / "latin-excerpt.txt"))["checked"]["chars"] == 11
+
+
+def test_file_is_the_flag_text_its_older_spelling_and_literal_text_gets_a_hint(trained_run, tmp_path):
+    (tmp_path / "mine.txt").write_text(PARAGRAPH[:100])
+    for flag in ("--file", "--text"):
+        done = run_cli("copying", str(trained_run), flag, str(tmp_path / "mine.txt"), "--json")
+        assert done.returncode == 0 and json.loads(done.stdout)["what"].endswith("mine.txt"), done.stderr
+    literal = run_cli("copying", str(trained_run), "--text", "the cat sat on")
+    assert_clean_error(literal, "the cat sat on: no such file; --file (or --text) names the file to check")
+    stdin = run_cli("copying", str(trained_run), "--file", "-", "--json", stdin=PARAGRAPH[:50])
+    assert json.loads(stdin.stdout)["what"] == "stdin"
+
+
+def test_the_training_text_is_found_before_any_sample_is_drawn(trained_run, tmp_path, monkeypatch):
+    moved = tmp_path / "moved"
+    shutil.copytree(trained_run, moved)
+    config = moved / "model" / "config.json"
+    info = json.loads(config.read_text())
+    info["training"]["data"] = str(tmp_path / "gone.txt")
+    config.write_text(json.dumps(info))
+    monkeypatch.setattr(charnn.copy_report, "_samples", lambda *a: pytest.fail("sampled first"))
+    with pytest.raises(charnn.CharnnError, match="no longer there"):
+        charnn.copying(charnn.load(moved, verify=False))
+
+
+def test_a_training_text_that_gained_a_new_char_is_changed_not_a_vocabulary_error(tmp_path):
+    model = a_model_of(tmp_path, "grown", PARAGRAPH * 20)
+    with (tmp_path / "grown.txt").open("a") as f:
+        f.write("Zebra!\n")  # 'Z' and 'b' are new chars
+    for call in (lambda: charnn.copying(model, samples=1, length=10), lambda: charnn.evaluate(model)):
+        with pytest.raises(charnn.CharnnError, match="the text changed since the model was trained on it"):
+            call()
+
+
+def test_the_api_takes_verify_and_names_what_is_not_a_model(trained_run, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(trained_run, tampered)
+    weights = tampered / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # the last weight's bytes, sha256 off
+    assert charnn.describe(tampered, verify=False)["vocab_size"] > 0
+    assert charnn.copying(tampered, verify=False, samples=1, length=20)["checked"]["chars"] == 20
+    assert charnn.inspect(tampered, verify=False, text="All:")["text"] == "All:"
+    for call in (charnn.describe, charnn.copying):
+        with pytest.raises(charnn.CharnnError, match="sha256"):
+            call(tampered)
+    for model, kind in ((None, "a NoneType"), (123, "an int")):
+        for call in (charnn.describe, charnn.copying, lambda m: charnn.inspect(m, text="a")):
+            with pytest.raises(charnn.CharnnError, match=f"a run or model folder .* got {kind}$"):
+                call(model)
+
+
+@pytest.mark.parametrize(
+    ("record", "value"),
+    [("init_from", {"path": "x", "val_loss": "low"}), ("init_from", {"path": "x", "added_chars": 5})],
+)
+def test_info_of_a_config_with_records_of_the_wrong_kind_is_one_line(trained_run, tmp_path, record, value):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained_run, damaged)
+    config = damaged / "model" / "config.json"
+    info = json.loads(config.read_text())
+    info["training"][record] = value
+    config.write_text(json.dumps(info))
+    result = run_cli("info", str(damaged))
+    assert_clean_error(result, "config.json", "training.init_from")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "inference", [{"val_loss": {"fp32": 1.5}, "val_chars": "many"}, {"val_loss": {"fp32": None}}]
+)
+def test_info_of_damaged_weight_checks_is_one_line(trained_run, tmp_path, inference):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained_run, damaged)
+    config = damaged / "model" / "config.json"
+    info = json.loads(config.read_text())
+    info["inference"] = inference
+    config.write_text(json.dumps(info))
+    assert_clean_error(run_cli("info", str(damaged)), "config.json", "'inference")

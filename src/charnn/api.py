@@ -7,18 +7,16 @@ with the same names, defaults and checks as the command line's flags.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from charnn.config import EvaluateConfig, GenerateConfig, SamplingConfig
 from charnn.declare import build_each
-from charnn.device import resolve_device
-from charnn.errors import ConfigError, DataError, ModelFileError
+from charnn.errors import NOT_FINITE, DataError, ModelFileError
 from charnn.evaluation import EVAL_WINDOW, loss_carried, loss_windows
 from charnn.nn.stepper import StepModel, choose_weights
-from charnn.sampling import NOT_FINITE, sample, start_text
-from charnn.store.model_dir import LoadedModel, load_model
+from charnn.sampling import sample, start_text
+from charnn.store.model_dir import LoadedModel, as_loaded
 from charnn.text.corpus import split, training_text
 
 _LOAD = GenerateConfig()
@@ -29,19 +27,12 @@ def load(
 ) -> LoadedModel:
     """Load a run's best model or a model folder; `verify` checks the weights' sha256. A model already
     loaded is handed back as it is."""
-    (options,) = build_each({"device": device, "verify": verify}, GenerateConfig)
-    if isinstance(path, LoadedModel):
-        return path
-    if not isinstance(path, str | os.PathLike):
-        raise ConfigError(
-            f"the model must be a run or model folder (a path) or a loaded model, got a {type(path).__name__}"
-        )
-    return load_model(path, resolve_device(options.device), options.verify)
+    return as_loaded(path, device, verify)
 
 
-def describe(model: str | Path | LoadedModel) -> dict:
+def describe(model: str | Path | LoadedModel, verify: bool = _LOAD.verify) -> dict:
     """What a model is and how it was trained, as `charnn info --json` and the server's /v1/model show it."""
-    loaded = load(model)
+    loaded = load(model, verify=verify)
     return {
         "path": str(loaded.path),
         "model": loaded.config.to_dict(),

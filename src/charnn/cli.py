@@ -331,8 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if sys.stdout is None:  # closed: train, serve and export print only progress there
-        if args.handler not in (_train, _serve, _export):
+    if sys.stdout is None:  # closed: train, serve, export and inspect's page print only progress there
+        if args.handler not in (_train, _serve, _export) and not (args.handler is _inspect and not args.json):
             print("charnn: error: stdout is closed: there is nowhere to print the result", file=sys.stderr)
             return 1
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)

@@ -10,8 +10,8 @@ import numpy as np
 from charnn.config import CopyingConfig, SamplingConfig
 from charnn.declare import build
 from charnn.errors import DataError
-from charnn.sampling import sample
-from charnn.store.model_dir import LoadedModel, load_model
+from charnn.sampling import default_start, sample
+from charnn.store.model_dir import LoadedModel, as_loaded
 from charnn.text.copying import CopyFigures, Locator, figures, span_lengths
 from charnn.text.corpus import Corpus, split, training_text
 from charnn.text.files import read_given_text
@@ -27,9 +27,14 @@ def training_index(loaded: LoadedModel, data: str | None = None) -> tuple[Corpus
     return corpus, load_index(train_ids, f"{corpus.sha256}:{len(train_ids)}", corpus.vocab.chars), val_ids
 
 
-def read_texts(source: str) -> list[str]:
-    """The text of FILE, or of stdin for '-'."""
-    text = read_given_text(source)
+def read_texts(source: str, encoding: str = "utf-8") -> list[str]:
+    """The text of FILE, or of stdin for '-', in the encoding the model's training text was read in."""
+    try:
+        text = read_given_text(source, encoding)
+    except DataError as e:
+        if str(e).endswith("no such file"):  # literal text given where a file is read, as `inspect --text`
+            raise DataError(f"{e}; --file (or --text) names the file to check, '-' for stdin") from None
+        raise
     if not text:
         raise DataError(f"{source}: the text is empty; nothing to check")
     return [text]
@@ -44,32 +49,48 @@ def encode_known(vocab: Vocab, text: str, what: str) -> np.ndarray:
     return vocab.encode(text)
 
 
-def copying_report(model: str | Path | LoadedModel, **settings: object) -> dict:
+def copying_report(model: str | Path | LoadedModel, verify: bool = True, **settings: object) -> dict:
     """Copying figures of generated samples (or a given text) and of equal validation text, as one dict.
 
-    `settings`: CopyingConfig's (data, text, samples, length, temperature, seed, spans)."""
+    `settings`: CopyingConfig's (data, file, samples, length, temperature, seed, spans); `verify` checks
+    the weights' sha256, as `load` does."""
     cfg = build(CopyingConfig, settings)
     spans = span_lengths(cfg.spans)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    texts = read_texts(cfg.text) if cfg.text else _samples(loaded, cfg)
-    pieces = [encode_known(loaded.vocab, t, cfg.text or "the sample") for t in texts]
-    corpus, index, val_ids = training_index(loaded, cfg.data)
-    where = Locator(corpus, loaded.info.get("training", {}).get("encoding", "utf-8"))
+    loaded = as_loaded(model, verify=verify)
+    encoding = loaded.info.get("training", {}).get("encoding") or "utf-8"
+    given = read_texts(cfg.file, encoding) if cfg.file else None
+    corpus, index, val_ids = training_index(loaded, cfg.data)  # refused here, before any sampling
+    if not len(val_ids):
+        raise DataError(_NO_VALIDATION)
+    texts = given or _samples(loaded, cfg)
+    pieces = [encode_known(loaded.vocab, t, cfg.file or "the sample") for t in texts]
+    where = Locator(corpus, encoding)
     checked = figures(pieces, index, spans)
     calibration = figures(_cut_like(val_ids, pieces), index, spans)
+    label = "stdin" if cfg.file == "-" else cfg.file
     return {
         "data": corpus.source,
         "training_chars": len(index),
-        "what": f"{cfg.text}" if cfg.text else f"{cfg.samples} samples of {cfg.length} chars",
+        "what": label if cfg.file else f"{_count(cfg.samples, 'sample')} of {_count(cfg.length, 'char')}",
         "checked": _with_place(checked, where, texts),
         "validation": _with_place(calibration, where, None),
         "verdict": verdict(checked, calibration, spans[0]),
     }
 
 
+_NO_VALIDATION = "the model was trained without validation text (--val-fraction 0); nothing to compare"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _samples(loaded: LoadedModel, cfg: CopyingConfig) -> list[str]:
+    """The samples to check, each begun after a newline, or where the vocabulary has none (a text of one
+    line) after its first char (sampling.default_start)."""
+    start = default_start(loaded.vocab)
     sampling = SamplingConfig(
-        length=cfg.length, num_samples=cfg.samples, seed=cfg.seed, temperature=cfg.temperature
+        start=start, length=cfg.length, num_samples=cfg.samples, seed=cfg.seed, temperature=cfg.temperature
     )
     parts: list[list[str]] = [[] for _ in range(cfg.samples)]
     for step in sample(loaded.model, loaded.vocab, sampling):
@@ -86,10 +107,6 @@ def _cut_like(ids: np.ndarray, pieces: list[np.ndarray]) -> list[np.ndarray]:
             break
         out.append(np.asarray(ids[at : at + len(p)]))
         at += len(p)
-    if not out:
-        raise DataError(
-            "the model was trained without validation text (--val-fraction 0); nothing to compare"
-        )
     return out
 
 
@@ -108,8 +125,10 @@ def _with_place(f: CopyFigures, where: Locator, texts: list[str] | None) -> dict
 def verdict(checked: CopyFigures, calibration: CopyFigures, k: int) -> str:
     """One sentence comparing the checked text's copying with unseen text's, at span length k."""
     mine, base = checked.copied_share[k], calibration.copied_share[k]
-    if mine <= base * 1.5 + 0.005:
+    if mine <= base:
         how = "no more than unseen text does"
+    elif mine <= base * 1.5 + 0.005:
+        how = "about as much as unseen text does"
     else:
         how = f"{mine / base:.1f}x as much as unseen text" if base else "where unseen text copies nothing"
     return (
@@ -126,6 +145,7 @@ def format_report(report: dict) -> str:
         place = f" at {longest['file']} line {longest['line']}" if "file" in longest else ""
         shares = ", ".join(f"{v:.1%} in {k}+" for k, v in f["copied_share"].items())
         novel = ", ".join(f"{v:.1%} of {n}-grams" for n, v in f["novel_ngrams"].items() if v is not None)
+        novel = novel or "n/a (shorter than the n-grams)"
         lines.append(f"{label}: {f['chars']:,} chars")
         lines.append(f"  longest copied span {longest['length']} chars{place}")
         lines.append(f"  copied: {shares}; novel: {novel}")

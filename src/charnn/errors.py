@@ -35,3 +35,10 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+# What every command that runs a model says of one whose weights hold NaN or inf values.
+NOT_FINITE = (
+    "the model's outputs are not finite numbers (its weights hold NaN or inf values): use another model, "
+    "or train again"
+)

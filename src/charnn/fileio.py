@@ -54,7 +54,7 @@ def _beside(path: Path, tag: str) -> Path:
     whole would pass the 255 bytes a file name may take (so any name that may be written may be replaced)."""
     suffix = f".{tag}-{os.getpid()}"
     name = path.name
-    while len(f".{name}{suffix}".encode()) > 255:
+    while len(os.fsencode(f".{name}{suffix}")) > 255:
         name = name[:-1]
     return path.with_name(f".{name}{suffix}")
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from charnn.config import SamplingConfig
-from charnn.errors import ConfigError, ModelFileError
+from charnn.errors import NOT_FINITE, ConfigError, ModelFileError
 from charnn.nn.model import CharRNN, eval_mode
 from charnn.nn.stepper import StepModel
 from charnn.text.vocab import Vocab
@@ -48,12 +48,6 @@ def pick(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator) -> Ten
         return logits.argmax(dim=-1)
     probs = torch.softmax(filter_logits(logits, cfg), dim=-1)
     return (probs / draw_noise(generator, *probs.shape)).argmax(dim=-1)
-
-
-NOT_FINITE = (
-    "the model's outputs are not finite numbers (its weights hold NaN or inf values): use another model, "
-    "or train again"
-)
 
 
 def check_finite(logits: Tensor) -> None:

@@ -32,7 +32,9 @@ class CopyingConfig:
 
     commands: ClassVar = ("copying",)
     data: str | None = setting(None, "the training text", shown_default="the model's training text")
-    text: str | None = setting(None, "check the text of FILE ('-': stdin), not samples", shown_default="none")
+    file: str | None = setting(
+        None, "check the text of FILE ('-': stdin), not samples", shown_default="none", aliases=("--text",)
+    )
     samples: int = setting(10, "samples to generate", ge=1, le=100)
     length: int = setting(1000, "characters per sample", ge=1, le=100_000)
     temperature: float = setting(TEMPERATURE, "sampling temperature", ge=1e-6)

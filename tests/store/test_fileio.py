@@ -55,3 +55,11 @@ def test_a_name_as_long_as_a_file_name_may_be_is_written_and_replaced(tmp_path, 
         atomic_write(file, content)
     assert (folder / "a.bin").read_bytes() == b"new" and file.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, file.name])  # none left hidden
+
+
+def test_a_name_that_is_not_utf8_is_written_and_replaced(tmp_path):
+    folder, file = tmp_path / "q\udcff-folder", tmp_path / "q\udcff.html"  # the byte 0xff, as Python names it
+    for content in (b"old", b"new"):
+        write_folder(folder, {"a.bin": content})
+        atomic_write(file, content)
+    assert (folder / "a.bin").read_bytes() == b"new" and file.read_bytes() == b"new"

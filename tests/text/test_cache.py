@@ -80,7 +80,7 @@ def test_cached_corpus_in_a_models_vocabulary(tmp_path, tiny_chunks):
     vocab = Vocab.from_text("abcdz\n")
     corpus = load_corpus(str(path), vocab=vocab)
     assert corpus.vocab == vocab and vocab.decode(corpus.ids) == "cab\n" * 10
-    with pytest.raises(DataError, match="1 characters.*'c'"):
+    with pytest.raises(DataError, match="a character not in the model's vocabulary: 'c'"):
         load_corpus(str(path), vocab=Vocab.from_text("abq\n"))
 
 

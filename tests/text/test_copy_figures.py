@@ -63,3 +63,6 @@ def test_locator_names_the_file_and_line(tmp_path):
     assert where(text.index("three")) == (str(tmp_path / "a.txt"), 3)
     assert where(text.index("five")) == (str(tmp_path / "b.txt"), 2)
     assert Locator(load_corpus("shakespeare"))(0) == ("shakespeare", 1)
+    # a span that begins with the newline ending a line is placed where its visible text is
+    assert where(text.index("\nthree")) == (str(tmp_path / "a.txt"), 3)
+    assert where(text.index("\nfour")) == (str(tmp_path / "b.txt"), 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -13,27 +14,35 @@ import numpy as np
 
 from charnn.config import MAX_INSPECT_CHARS, InspectConfig
 from charnn.declare import build
-from charnn.errors import ConfigError
+from charnn.errors import NOT_FINITE, ConfigError, ModelFileError, RunDirError
 from charnn.fileio import atomic_write
 from charnn.inspection.features import find_units, units_to_show
 from charnn.inspection.trace import trace
-from charnn.store.model_dir import LoadedModel, load_model
+from charnn.store.model_dir import LoadedModel, as_loaded
+from charnn.store.rundir import ARGS_FILE
 from charnn.text.files import read_given_text
+
+FEATURE_UNITS = 3  # the units listed for each feature
 
 
 def inspection(loaded: LoadedModel, text: str, units: int = 6, limit: int = MAX_INSPECT_CHARS) -> dict:
     """Per char: surprisal (nats) and top guesses; per layer: the units found for each feature and the
     activations of the `units` best ones, in the order shown."""
     t = trace(loaded.model, loaded.vocab, text, limit)
+    if not all(math.isfinite(p) for g in t.guesses for _, p in g):
+        raise ModelFileError(NOT_FINITE)
     known = t.surprisal[~np.isnan(t.surprisal)]
     layers = []
     for k, acts in enumerate(t.layers):
-        found = find_units(acts, text)
+        found = find_units(acts, text, top=max(FEATURE_UNITS, units))  # enough to show `units` distinct ones
         shown = [
             {"unit": u, "feature": name, "r": round(r, 3), "values": [round(float(v), 3) for v in acts[:, u]]}
             for u, name, r in units_to_show(found, units)
         ]
-        features = {name: [{"unit": u, "r": round(r, 3)} for u, r in best] for name, best in found.items()}
+        features = {
+            name: [{"unit": u, "r": round(r, 3)} for u, r in best[:FEATURE_UNITS]]
+            for name, best in found.items()
+        }
         layers.append({"layer": k, "units": shown, "features": features})
     return {
         "model": f"{loaded.config.cell.upper()} {loaded.config.layers}x{loaded.config.hidden}",
@@ -71,44 +80,63 @@ def render_html(data: dict) -> str:
     )
 
 
-def read_text(cfg: InspectConfig) -> str:
-    """The text given with --text, or read from --file (stdin for '-')."""
+def read_text(cfg: InspectConfig, encoding: str = "utf-8") -> str:
+    """The text given with --text, or read from --file (stdin for '-') in the model's encoding; CRLF as LF
+    either way, as the training text was read."""
     if (cfg.text is None) == (cfg.file is None):
         raise ConfigError("give the text to look inside with --text TEXT or --file FILE (one of them)")
     if cfg.text is not None:
-        return cfg.text
-    return read_given_text(cfg.file)
+        return cfg.text.replace("\r\n", "\n")
+    return read_given_text(cfg.file, encoding, MAX_INSPECT_CHARS)
 
 
-def inspect_to(model: str | Path | LoadedModel, as_json: bool = False, **settings: object) -> str:
-    """Write the page to `out` (or, with `as_json`, return the data as JSON); returns what to print.
+def inspect_to(
+    model: str | Path | LoadedModel, as_json: bool = False, verify: bool = True, **settings: object
+) -> str:
+    """Write the page to `out` and say so, or with `as_json` return the data as JSON (the page written too
+    where `out` is given); returns what to print.
 
-    `settings`: InspectConfig's (text, file, out, units)."""
-    cfg = build(InspectConfig, settings)
-    data = _looked_at(model, cfg)
+    `settings`: InspectConfig's (text, file, out, units); `verify` checks the weights' sha256."""
+    if not as_json and settings.get("out") is None:
+        settings = {**settings, "out": build(InspectConfig, settings).out}
+    data = inspect(model, verify, **settings)
     if as_json:
-        return json.dumps(data, ensure_ascii=False)
-    _write_page(Path(cfg.out).expanduser(), data)
-    mean = data["mean_surprisal"]
-    return f"charnn: wrote {cfg.out} ({len(data['text']):,} chars, mean surprisal {mean} nats/char)"
+        return json.dumps(data, ensure_ascii=False, allow_nan=False)
+    mean = "n/a" if data["mean_surprisal"] is None else f"{data['mean_surprisal']} nats/char"
+    return f"charnn: wrote {settings['out']} ({_count(len(data['text']))}, mean surprisal {mean})"
 
 
-def inspect(model: str | Path | LoadedModel, **settings: object) -> dict:
+def _count(chars: int) -> str:
+    return f"{chars:,} char{'' if chars == 1 else 's'}"
+
+
+def inspect(model: str | Path | LoadedModel, verify: bool = True, **settings: object) -> dict:
     """What `charnn inspect --json` prints, as a dict; the page is written only where `out` is given.
 
-    `settings`: InspectConfig's (text, file, out, units)."""
+    `settings`: InspectConfig's (text, file, out, units); `verify` checks the weights' sha256."""
     cfg = build(InspectConfig, settings)
-    data = _looked_at(model, cfg)
-    if settings.get("out") is not None:
-        _write_page(Path(cfg.out).expanduser(), data)
+    loaded = as_loaded(model, verify=verify)
+    out = None if settings.get("out") is None else _page_path(cfg.out, loaded, cfg.file)
+    text = read_text(cfg, loaded.info.get("training", {}).get("encoding") or "utf-8")
+    data = inspection(loaded, text, cfg.units)
+    if out is not None:
+        atomic_write(out, render_html(data).encode("utf-8"))
     return data
 
 
-def _looked_at(model: str | Path | LoadedModel, cfg: InspectConfig) -> dict:
-    text = read_text(cfg)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    return inspection(loaded, text, cfg.units)
-
-
-def _write_page(out: Path, data: dict) -> None:
-    atomic_write(out, render_html(data).encode("utf-8"))
+def _page_path(given: str, loaded: LoadedModel, source: str | None) -> Path:
+    """Where the page goes; refused where it would replace the model's files or the text read."""
+    if not given:
+        raise RunDirError("--out is empty; give the page's file name (e.g. inspect.html)")
+    if given.endswith(("/", os.sep)):
+        raise RunDirError(f"{given}: --out names a folder; give the page's file name (e.g. inspect.html)")
+    out = Path(given).expanduser()
+    where, model = out.resolve(), loaded.path.resolve()
+    home = model.parent if (model.parent / ARGS_FILE).exists() else model  # a run's model: the whole run
+    if home in where.parents:
+        raise RunDirError(
+            f"{given}: --out lies in the folder of the model inspected ({home}); write it elsewhere"
+        )
+    if source not in (None, "-") and where == Path(source).expanduser().resolve():
+        raise RunDirError(f"{given}: --out is the --file being inspected; write the page elsewhere")
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -19,7 +20,10 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from charnn.errors import CharnnError, ModelFileError
+from charnn.config import GenerateConfig
+from charnn.declare import build_each
+from charnn.device import resolve_device
+from charnn.errors import CharnnError, ConfigError, ModelFileError
 from charnn.fileio import parse_json, read_bytes, read_error, read_json, write_folder, write_json
 from charnn.nn.model import CharRNN, ModelConfig, parameter_shapes
 from charnn.text.vocab import Vocab
@@ -134,12 +138,43 @@ def _check_records(info: dict, path: Path) -> None:
         codecs.lookup(encoding or "utf-8")
     except LookupError:
         raise ModelFileError(f"{path}: 'training.encoding' {encoding!r} is no text encoding") from None
+    origin = training.get("init_from", {})
+    if not _number_or_none(origin.get("val_loss")) or not isinstance(origin.get("added_chars", ""), str):
+        raise ModelFileError(
+            f"{path}: 'training.init_from' holds a val_loss that is no number or added_chars no text"
+        )
     checks = inference.get("val_loss", {}) if isinstance(inference, dict) else None
-    numbers = isinstance(checks, dict) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in checks.values()
-    )
+    numbers = isinstance(checks, dict) and all(_number_or_none(v) and v is not None for v in checks.values())
     if not numbers:
         raise ModelFileError(f"{path}: 'inference' must be a JSON object mapping val_loss formats to numbers")
+    chars = inference.get("val_chars", 0)
+    if type(chars) is not int or chars < 0:
+        raise ModelFileError(f"{path}: 'inference.val_chars' must be a count of chars, got {chars!r}")
+
+
+def _number_or_none(value: object) -> bool:
+    """A finite JSON number (not true or false), or null."""
+    return value is None or (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def as_loaded(model: object, device: str = "cpu", verify: bool = True) -> LoadedModel:
+    """A command's model, given as a run or model folder or already loaded (handed back as it is); `device`
+    and `verify` are checked as the command line's flags are."""
+    (options,) = build_each({"device": device, "verify": verify}, GenerateConfig)
+    if isinstance(model, LoadedModel):
+        return model
+    if not isinstance(model, str | os.PathLike):
+        raise ConfigError(
+            "the model must be a run or model folder (a path) or a loaded model, "
+            f"got {_a(type(model).__name__)}"
+        )
+    return load_model(model, resolve_device(options.device), options.verify)
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
 _READS = 5  # a model read again at most this often while a training run keeps replacing it

@@ -119,7 +119,11 @@ class Locator:
         self.newlines = np.flatnonzero(ids == chars.index("\n")) if "\n" in chars else np.zeros(0, np.int64)
 
     def __call__(self, position: int) -> tuple[str, int]:
-        """(file, line) of a corpus position, lines counted from 1 within the file."""
+        """(file, line) of a corpus position, lines counted from 1 within the file; a span that begins with a
+        newline is placed on the line after it, where its visible text is."""
+        at = np.searchsorted(self.newlines, position)
+        if at < len(self.newlines) and self.newlines[at] == position:
+            position += 1
         k = bisect.bisect_right(self.starts, position) - 1
         before = np.searchsorted(self.newlines, [self.starts[k], position])
         return self.names[k], int(before[1] - before[0]) + 1

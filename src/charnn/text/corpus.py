@@ -73,14 +73,14 @@ def training_text(training: dict, data: str | None, vocab: Vocab, model: object)
         raise ConfigError(f"{model}: the model does not record its training text; pass --data")
     if not data and not (source == SHAKESPEARE or is_url(source) or Path(source).exists()):
         raise DataError(f"{source}: the model's training text is no longer there; pass --data PATH")
-    corpus = load_corpus(source, training.get("encoding", "utf-8"), vocab=vocab)
+    corpus = load_corpus(source, training.get("encoding", "utf-8"))
     recorded = training.get("data_sha256")
     if not data and recorded and corpus.sha256 != recorded:  # its splits would not be the ones trained on
-        raise DataError(
+        raise DataError(  # checked before the vocabulary: a char added to the text is this change too
             f"{source}: the text changed since the model was trained on it (sha256 differs); "
             "pass --data PATH to use it as it is now"
         )
-    return corpus
+    return with_vocab(corpus, vocab)
 
 
 def warn_skipped(skipped: tuple[str, ...] | list[str]) -> None:
@@ -109,7 +109,8 @@ def _check_known(unknown: list[str], name: str) -> None:
     if unknown:
         shown = " ".join(repr(c) for c in unknown[:10])
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-        raise DataError(f"{name}: {len(unknown)} characters not in the model's vocabulary: {shown}{more}")
+        count = f"{len(unknown)} characters" if len(unknown) > 1 else "a character"
+        raise DataError(f"{name}: {count} not in the model's vocabulary: {shown}{more}")
 
 
 def _recode(ids: np.ndarray, own: Vocab, vocab: Vocab, name: str) -> np.ndarray:

@@ -81,26 +81,34 @@ def _convert_or_train(encoding: str, actual: str) -> str:
     return f"convert it to {encoding}, or train on it as it is with charnn train --encoding {actual}"
 
 
-def read_given_text(source: str) -> str:
-    """The text of a FILE given to check or inspect, or of stdin for '-', as UTF-8 (a BOM dropped)."""
+def read_given_text(source: str, encoding: str = "utf-8", max_chars: int | None = None) -> str:
+    """The text of a FILE given to check or inspect, or of stdin for '-', read as a corpus is (in the
+    model's `encoding`, CRLF as LF, a BOM dropped); one of more than `max_chars` is refused unread."""
+    # 4 bytes a char at most in any encoding: so many bytes hold more than max_chars
+    limit = -1 if max_chars is None else 4 * max_chars + 4
     try:
         if source == "-":
             if sys.stdin is None:
                 raise DataError("-: stdin is closed; give the text in a file")
-            raw = sys.stdin.buffer.read()
+            raw = sys.stdin.buffer.read(limit)
         else:
-            raw = Path(source).expanduser().read_bytes()
+            with Path(source).expanduser().open("rb") as f:
+                raw = f.read(limit)
     except FileNotFoundError:
         raise DataError(f"{source}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{source}: a folder, not a text file") from None
     except OSError as e:
         raise DataError(f"{source}: cannot read the file ({e.strerror or e})") from None
+    if max_chars is not None and len(raw) == limit:
+        raise DataError(
+            f"{source}: holds over {max_chars:,} chars; at most {max_chars:,} at once (cut it into parts)"
+        )
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode(encoding)
     except UnicodeDecodeError as e:
-        raise DataError(f"{source}: not valid utf-8 at byte {e.start}; give UTF-8 text") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")  # as text mode reads it
+        raise DataError(f"{source}: not valid {encoding} at byte {e.start}; give {encoding} text") from None
+    return text.replace("\r\n", "\n").removeprefix("\ufeff")  # as a corpus is read (_iter_file)
 
 
 def iter_text(files: list[Path], encoding: str, folder: bool = False) -> Iterator[str]:
