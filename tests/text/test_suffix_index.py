@@ -55,6 +55,31 @@ def test_ids_past_16_bits_are_told_apart_past_the_first_window():
     assert m.lengths[0] == 40
 
 
+def longest_by_bytes(corpus: np.ndarray, query: np.ndarray, i: int) -> int:
+    haystack, length = corpus.tobytes(), 0  # one-byte ids: substring search does the naive work in C
+    while i + length < len(query) and query[i : i + length + 1].tobytes() in haystack:
+        length += 1
+    return length
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_long_copied_spans_among_repeats_agree_with_a_naive_search(seed):
+    """Spans past the search window, ending inside the text, of pieces the corpus holds once, a few times
+    or hundreds of times (where looking at each occurrence costs more than a search)."""
+    rng = np.random.default_rng(seed)
+    piece = rng.integers(0, 3, int(rng.integers(40, 90))).astype(np.uint8)
+    repeats = [1, 3, 300][seed % 3]
+    corpus = np.concatenate([rng.integers(0, 3, 200), *[piece] * repeats, rng.integers(0, 3, 200)]).astype(
+        np.uint8
+    )
+    query = np.concatenate([*[piece] * 2, rng.integers(0, 3, 6), corpus[50:260], rng.integers(0, 3, 6)])
+    query = query.astype(np.uint8)
+    m = SuffixIndex(corpus, build_suffixes(corpus)).matches(query)
+    for i in range(len(query)):
+        assert m.lengths[i] == longest_by_bytes(corpus, query, i), i
+        assert corpus[m.where[i] : m.where[i] + m.lengths[i]].tolist() == query[i : i + m.lengths[i]].tolist()
+
+
 def test_a_text_copied_whole_is_one_match():
     corpus = np.random.default_rng(1).integers(0, 65, 50_000).astype(np.uint8)
     m = SuffixIndex(corpus, build_suffixes(corpus)).matches(corpus[1000:6000])
@@ -82,6 +107,24 @@ def test_a_damaged_cached_index_is_rebuilt(tmp_path, monkeypatch):
     (sa,) = (tmp_path / "corpora").glob("*.sa")
     sa.write_bytes(sa.read_bytes()[:100])
     assert np.array_equal(load_index(ids, "x", tuple("0123456789")).suffixes, good)
+
+
+@pytest.mark.parametrize(
+    "overwrite",
+    [lambda sa: np.zeros_like(sa), lambda sa: np.full_like(sa, 10**9), lambda sa: np.full_like(sa, -5),
+     lambda sa: sa[::-1].copy()],
+    ids=["zeros", "past the end", "negative", "reversed"],
+)  # fmt: skip
+def test_a_cached_index_overwritten_in_place_is_rebuilt_not_read(tmp_path, monkeypatch, overwrite):
+    """A file of the right size but other contents once gave '0% copied' where 94% was."""
+    monkeypatch.setenv("CHARNN_CACHE_DIR", str(tmp_path))
+    ids = np.random.default_rng(3).integers(0, 10, 2000).astype(np.uint8)
+    good = load_index(ids, "x", tuple("0123456789")).suffixes.copy()
+    (sa,) = (tmp_path / "corpora").glob("*.sa")
+    sa.write_bytes(overwrite(good).astype(np.int32).tobytes())
+    again = load_index(ids, "x", tuple("0123456789"))
+    assert np.array_equal(again.suffixes, good)
+    assert again.matches(ids[100:200]).lengths[0] == 100
 
 
 def test_a_memory_mapped_read_only_corpus_is_indexed(tmp_path):

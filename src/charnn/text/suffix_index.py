@@ -23,6 +23,7 @@ INDEX_VERSION = 1
 MAX_INDEX_CHARS = 2**31 - 1  # positions are int32: 8 bytes per char would double the index for no user
 _WINDOW = 32
 _CHUNK = 4096  # query positions searched together (memory: chunk x window x 8 bytes per array)
+_MOST_OCCURRENCES = 256  # of a long span, looked at one by one before a search is cheaper
 _QUERY_END, _CORPUS_END = -1, -2  # past the end of a text; below every id, as the suffix order puts ends
 
 
@@ -68,6 +69,13 @@ class SuffixIndex:
         for i in long.tolist():
             if i == previous + 1 and end > i + lengths[i]:
                 lengths[i], where[i] = end - i, where[previous] + 1
+                if end < len(query):  # one char more, found (or not) without searching for the whole span
+                    at = self._followed_by(int(where[i]), int(lengths[i]), int(query[end]))
+                    if at == -1:
+                        previous = i
+                        continue
+                    if at is not None:
+                        lengths[i], where[i] = lengths[i] + 1, at
             step = 1
             while i + lengths[i] < len(query):
                 step = min(step, len(query) - i - lengths[i])
@@ -80,6 +88,40 @@ class SuffixIndex:
                 lengths[i], where[i] = lengths[i] + step, at
                 step *= 2
             end, previous = i + lengths[i], i
+
+    def _followed_by(self, at: int, length: int, char: int) -> int | None:
+        """A corpus position where the `length` chars at `at` occur followed by `char`; -1 where none is,
+        None where they occur too often to look at each (then the caller searches).
+
+        The suffixes sharing `length` chars with the one at `at` lie next to it in the suffix array, as far
+        as the common prefixes of neighbours (kasai's LCP array) stay at least `length` long."""
+        ids, order, common = self.ids, self.suffixes, self._lcp
+        rank, n = int(self._ranks[at]), len(order)
+        seen = 0
+        for k, step in ((rank, -1), (rank + 1, 1)):  # each way from the suffix at `at`, itself first
+            while 0 <= k < n and (k == rank or common[min(k, k - step)] >= length):
+                start = int(order[k])
+                if start + length < len(ids) and ids[start + length] == char:
+                    return start
+                seen += 1
+                if seen > _MOST_OCCURRENCES:
+                    return None
+                k += step
+        return -1
+
+    @cached_property
+    def _ranks(self) -> np.ndarray:
+        """Each corpus position's place in the suffix array."""
+        ranks = np.empty(len(self.suffixes), dtype=np.int64)
+        ranks[np.asarray(self.suffixes)] = np.arange(len(self.suffixes))
+        return ranks
+
+    @cached_property
+    def _lcp(self) -> np.ndarray:
+        """lcp[k]: how many chars the suffixes at k and k + 1 of the suffix array share."""
+        from pydivsufsort import kasai
+
+        return kasai(_writeable(self.ids), np.array(self.suffixes, dtype=np.int64))
 
     @cached_property
     def _corpus_bytes(self) -> bytes:
@@ -172,10 +214,13 @@ def build_suffixes(ids: np.ndarray) -> np.ndarray:
         )
     from pydivsufsort import divsufsort
 
+    return divsufsort(_writeable(ids)).astype(np.int32, copy=False)
+
+
+def _writeable(ids: np.ndarray) -> np.ndarray:
+    """`ids` as libdivsufsort takes them: writeable and contiguous (a memory-mapped cache is copied)."""
     ids = np.asarray(ids)
-    if not (ids.flags.writeable and ids.flags.c_contiguous):  # e.g. a memory-mapped cache: copy it
-        ids = np.array(ids)
-    return divsufsort(ids).astype(np.int32, copy=False)
+    return ids if ids.flags.writeable and ids.flags.c_contiguous else np.array(ids)
 
 
 def load_index(ids: np.ndarray, sha256: str, chars: tuple[str, ...]) -> SuffixIndex:
@@ -186,7 +231,9 @@ def load_index(ids: np.ndarray, sha256: str, chars: tuple[str, ...]) -> SuffixIn
     folder = cache_root() / "corpora"
     meta_path, data_path = folder / f"{key[:24]}.sa.json", folder / f"{key[:24]}.sa"
     if _valid(meta_path, data_path, key, len(ids)):
-        return SuffixIndex(ids, np.memmap(data_path, dtype=np.int32, mode="r", shape=(len(ids),)))
+        cached = np.memmap(data_path, dtype=np.int32, mode="r", shape=(len(ids),))
+        if _looks_sorted(ids, cached):
+            return SuffixIndex(ids, cached)
     suffixes = build_suffixes(ids)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -204,3 +251,14 @@ def _valid(meta_path: Path, data_path: Path, key: str, length: int) -> bool:
         return False
     meta, size = cached
     return meta.get("key") == key and meta.get("length") == length and size == 4 * length
+
+
+def _looks_sorted(ids: np.ndarray, suffixes: np.ndarray, samples: int = 1024) -> bool:
+    """Whether a cached suffix array holds positions of `ids` and, at sampled places, suffixes in order: a
+    file overwritten in place (zeros, other positions) would else give wrong figures without a word."""
+    if not len(suffixes) or int(suffixes.min()) < 0 or int(suffixes.max()) >= len(ids):
+        return False
+    k = np.random.default_rng(0).integers(0, len(suffixes) - 1, min(samples, len(suffixes) - 1))
+    first, second = suffixes[k].astype(np.int64), suffixes[k + 1].astype(np.int64)
+    a, b = _windows(ids, first, _WINDOW, _CORPUS_END), _windows(ids, second, _WINDOW, _CORPUS_END)
+    return bool(np.all(first != second) and not np.any(_less(b, a)))  # no suffix before the one it follows
