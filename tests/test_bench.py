@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+import charnn
 from charnn.bench import (
     executed_step_flops,
     format_report,
@@ -118,3 +119,9 @@ def test_the_share_of_the_peak_is_of_the_highest_peak_seen():
     assert shares["train_fraction_of_gemm_peak_executed"] == pytest.approx(0.24)
     fp32_only = peak_shares({"fp32": [300.0]}, {"fp32": train["fp32"]})
     assert fp32_only["train_auto"] == "fp32" and fp32_only["train_fraction_of_gemm_peak"] == 2.0
+
+
+@pytest.mark.parametrize("quick", ["no", 0, None])
+def test_the_api_refuses_a_quick_that_is_not_true_or_false(quick):
+    with pytest.raises(charnn.CharnnError, match="quick must be true or false"):
+        charnn.benchmark(quick=quick)

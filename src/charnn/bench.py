@@ -22,6 +22,7 @@ import torch
 from charnn.config import ModelConfig, SamplingConfig, TrainConfig
 from charnn.device import PRECISIONS as DTYPES
 from charnn.device import CoreWait, cpu_kind, describe_cpu
+from charnn.errors import ConfigError
 from charnn.evaluation import loss_carried
 from charnn.nn import cpu_lstm
 from charnn.nn.model import CharRNN, layers_get_ids
@@ -194,6 +195,8 @@ def scaling_table(steps: int) -> list[dict]:
 
 def run(quick: bool = False, log=print) -> dict:
     """The whole charnn half of the benchmark, as one JSON-ready dict."""
+    if type(quick) is not bool:  # "no" would be taken as true
+        raise ConfigError(f"quick must be true or false, got {quick!r}")
     torch.manual_seed(0)
     waiting = CoreWait()  # other programs on these cores would make every figure below too low
     result: dict = {"date": datetime.date.today().isoformat(), **describe_cpu(), "quick": quick}

@@ -339,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (CharnnError, Stopped) as e:
+        if getattr(e, "quiet", False):
+            return e.exit_code
         with contextlib.suppress(OSError):  # stderr gone too (a closed terminal's SIGHUP): the status says it
             print(f"charnn: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -251,6 +251,7 @@ class TrainConfig:
         _from_environment("CHARNN_DIST_TIMEOUT", 120.0, parse_duration),
         "under torchrun: how long a process waits for the others before giving up",
         gt=0,
+        le=7 * 86400.0,
         parse=parse_duration,
         resumable=True,
         shown_default="120s, or $CHARNN_DIST_TIMEOUT",

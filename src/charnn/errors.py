@@ -32,9 +32,10 @@ class Stopped(KeyboardInterrupt):
     KeyboardInterrupt, not an Exception: code that catches Exception around train() (a sweep, say) does not
     swallow the user's Ctrl-C; the command line prints it as one line with exit status 130 or 143."""
 
-    def __init__(self, message: str, exit_code: int):
+    def __init__(self, message: str, exit_code: int, quiet: bool = False):
         super().__init__(message)
         self.exit_code = exit_code
+        self.quiet = quiet  # the command line prints nothing: under torchrun, the ranks that are not rank 0
 
 
 # What every command that runs a model says of one whose weights hold NaN or inf values.

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from charnn.config import ModelConfig
-from charnn.nn.dropout import dropout
+from charnn.nn.dropout import dropout, set_stream
 from charnn.nn.model import CharRNN
 
 needs_cc = pytest.mark.skipif(
@@ -122,3 +122,21 @@ def test_without_a_c_compiler_dropout_is_pytorchs(tmp_path):
     assert done.returncode == 0, done.stderr
     no_compiled, backward = done.stdout.strip().split("|")
     assert no_compiled == "True" and backward != "_DropoutBackward"  # PyTorch's dropout, not charnn's
+
+
+@needs_cc
+def test_each_torchrun_rank_drops_its_own_elements_from_the_same_draws():
+    """Every rank's generator is seeded alike: without the rank mixed in, rank 1 dropped exactly the
+    elements rank 0 did, in its own rows."""
+    x = torch.ones(8, 64, 32)
+    masks = {}
+    try:
+        for rank in (0, 1, 0):
+            set_stream(rank)
+            torch.manual_seed(7)
+            masks.setdefault(rank, []).append(dropout(x, 0.5, True) == 0)
+    finally:
+        set_stream(0)
+    assert torch.equal(masks[0][0], masks[0][1])  # a single process's masks are unchanged by a rank's
+    shared = (masks[0][0] == masks[1][0]).float().mean().item()
+    assert 0.4 < shared < 0.6  # independent masks agree on about half the elements; the same on all of them

@@ -11,6 +11,7 @@ import charnn
 from charnn.config import TrainConfig
 from charnn.errors import ConfigError
 from charnn.training import curriculum
+from charnn.training.curriculum import chars_before, seq_len_at
 from conftest import TINY, TINY_FLAGS, assert_clean_error, run_cli
 
 
@@ -108,3 +109,14 @@ def test_a_chance_outside_0_1_is_refused(tmp_path, corpus_file):
     with pytest.raises(ConfigError, match="--seq-len-warmup must be 0 or more, got -1"):
         TrainConfig(seq_len_warmup=-1)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("seq_len", "warmup"), [(100, 1), (100, 7), (100, 1000), (64, 333), (7, 50), (9, 3)])
+def test_chars_before_is_the_sum_of_the_window_lengths_and_costs_the_same_at_any_step(seq_len, warmup):
+    cfg = TrainConfig(seq_len=seq_len, seq_len_warmup=warmup)
+    total = 0
+    for step in range(warmup + 20):
+        assert chars_before(step, cfg) == total, step
+        total += seq_len_at(step, cfg)
+    long = TrainConfig(seq_len=100, seq_len_warmup=10**9)  # summed step by step, a call here took minutes
+    assert chars_before(10**9 + 5, long) == chars_before(10**9, long) + 500

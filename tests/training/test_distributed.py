@@ -12,9 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import charnn
 from charnn.device import cpu_kind
 from charnn.errors import ConfigError
-from charnn.training.distributed import Ranks
+from charnn.training.distributed import Ranks, is_peer_failure
 from conftest import TINY_FLAGS, run_cli
 
 FLAGS = [*TINY_FLAGS, "--batch-size", "8", "--log-every", "1", "--eval-every", "4", "--dist-timeout", "30s"]
@@ -93,6 +94,14 @@ def test_two_ranks_of_half_a_batch_equal_one_process(tmp_path, corpus, batching,
     assert len(one) == len(two) >= 2  # only rank 0 wrote: one line per evaluation, not two
     for a, b in zip(one, two, strict=True):  # sharded validation reduces to the single-process figure
         assert json.loads(a)["val_loss"] == pytest.approx(json.loads(b)["val_loss"], abs=1e-5)
+    logged = [
+        [json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+        for r in ("one", "two")
+    ]
+    losses = [[m["loss"] for m in run if "loss" in m] for run in logged]
+    assert losses[0] and losses[1] == pytest.approx(
+        losses[0], abs=1e-5
+    )  # the whole batch's, not rank 0's rows
     assert "Step 1 " in double.stdout and double.stdout.count("Step 1 ") == 1  # rank 0 alone reports
     assert double.stderr.count("trained 8 steps") == 1, double.stderr
 
@@ -185,7 +194,7 @@ def test_a_failing_rank_does_not_leave_the_others_hanging(tmp_path, corpus):
 
 def test_global_batch_must_split_evenly():
     assert Ranks(1, 2).rows(8) == slice(4, 8)
-    with pytest.raises(ConfigError, match="does not split evenly over 3 processes"):
+    with pytest.raises(ConfigError, match="over 3 processes .*: run 1, 2, 4, 8 processes, or, for a new run"):
         Ranks(0, 3).rows(8)
 
 
@@ -207,8 +216,36 @@ def test_two_ranks_stop_together_on_a_time_budget_and_on_sigterm(tmp_path, corpu
     time.sleep(1)
     proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
     _, err = proc.communicate(timeout=90)
-    assert "stopped by SIGTERM" in err
+    assert err.count("stopped by SIGTERM") == 1 and "checkpoint saved to" in err, err  # rank 0 alone says it
     step = int(sorted((tmp_path / "run/checkpoints").iterdir())[-1].name[5:])
     assert step > 0
     resumed = run_cli("train", "--out", "run", "--resume", "--max-steps", str(step + 2), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize(("rank", "world"), [("0", "0"), ("0", "-2"), ("1", "1"), ("-1", "2")])
+def test_ranks_torchrun_never_sets_are_refused_before_anything_runs(
+    tmp_path, corpus, monkeypatch, rank, world
+):
+    """WORLD_SIZE=-2 once trained on no rows at all and saved a 'best val loss 0.0000' model."""
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", world)
+    with pytest.raises(
+        ConfigError, match=f"RANK {rank} and WORLD_SIZE {world} must have 0 <= RANK < WORLD_SIZE"
+    ):
+        charnn.train(tmp_path / "run", data=str(corpus), max_steps=2, quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dist_timeout_past_what_a_collective_can_wait_is_refused(tmp_path, corpus):
+    with pytest.raises(ConfigError, match="--dist-timeout must be"):
+        charnn.train(tmp_path / "run", data=str(corpus), max_steps=2, quiet=True, dist_timeout="99999999h")
+
+
+def test_what_gloo_says_when_a_rank_was_killed_outright_is_a_peer_failure():
+    """After a SIGKILL (the OOM killer, a lost node) gloo reports a reset connection, not a closed one."""
+    killed = RuntimeError(
+        "[gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:6055: Connection reset by peer"
+    )
+    assert is_peer_failure(killed, Ranks(0, 2)) and not is_peer_failure(killed, Ranks(0, 1))
+    assert not is_peer_failure(RuntimeError("shape mismatch"), Ranks(0, 2))

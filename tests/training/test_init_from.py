@@ -149,6 +149,19 @@ def test_bad_combinations_are_refused_with_one_line(tmp_path, trained_run, new_t
     r = run_cli("train", "--out", out, "--resume", "--init-from", str(trained_run))
     assert_clean_error(r, "--init-from starts a new run", "--resume")
     assert all(torch.equal(kept[k], v) for k, v in weights_of(tmp_path / "ft").items())
+    itself = run_cli("train", "--out", out, "--overwrite", "--init-from", out, "--data", str(new_text))
+    assert_clean_error(itself, f"--init-from {out} lies in --out {out}", "train into another folder")
+    assert all(torch.equal(kept[k], v) for k, v in weights_of(tmp_path / "ft").items())  # not replaced
+
+
+def test_the_shipped_model_is_recorded_by_its_name(tmp_path):
+    (tmp_path / "lines.txt").write_text("ROMEO: What, ho! Speak, speak.\n" * 200, encoding="utf-8")
+    charnn.train(
+        tmp_path / "ft", init_from="shakespeare", data=str(tmp_path / "lines.txt"), max_steps=1,
+        seq_len=16, batch_size=2, val_fraction=0.05, quiet=True,
+    )  # fmt: skip
+    record = load_model(tmp_path / "ft").info["training"]["init_from"]
+    assert record["path"] == "shakespeare"  # not the folder it was installed in
 
 
 def test_extend_vocab_alone_is_refused_by_the_config():

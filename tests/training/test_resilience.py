@@ -270,3 +270,29 @@ def test_a_read_only_cache_only_costs_time(tmp_path, corpus, monkeypatch):
         assert RunDir(tmp_path / "run").checkpoints()[-1].name == "step-000000006"
         copying = run_cli("copying", str(tmp_path / "run"), "--samples", "1", "--length", "40")
         assert copying.returncode == 0, copying.stderr
+
+
+# `charnn ARGS` in a process that sends itself SIGTERM as the run's last step begins.
+SIGNAL_IN_THE_LAST_STEP = """
+import os, signal, sys
+from charnn.cli import main
+from charnn.training.loop import Loop
+one_step = Loop._one_step
+def step(self, epoch, index):
+    if self.progress.step == self.step_limit - 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return one_step(self, epoch, index)
+Loop._one_step = step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_in_the_last_step_stops_the_run_before_its_weight_check(tmp_path, corpus):
+    args = ["train", "--out", "run", "--quiet", "--data", str(corpus), "--max-steps", "3", *TINY_FLAGS]
+    cmd = [sys.executable, "-c", SIGNAL_IN_THE_LAST_STEP, *args]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert_clean_error(result, "stopped by SIGTERM at step 3", "--resume", code=143)
+    assert "inference" not in load_model(tmp_path / "run").info  # it went on to the check before
+    finished = run_cli("train", "--out", "run", "--resume", "--quiet", cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert "val_loss" in load_model(tmp_path / "run").info["inference"]

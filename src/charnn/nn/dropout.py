@@ -3,7 +3,8 @@ PyTorch's.
 
 Whether an element is kept is a hash of a seed and the element's place in memory, so nothing but the seed
 is kept for the backward, which applies the same function to the gradient. The seed is drawn from PyTorch's
-generator, so runs are as repeatable, and resume as exactly, as with PyTorch's dropout (the masks differ).
+generator, so runs are as repeatable, and resume as exactly, as with PyTorch's dropout (the masks differ);
+under torchrun each rank mixes its rank into it, so that no two ranks drop the same elements of their rows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from torch import Tensor
 from charnn.nn.native import Compiled, compiled
 
 _MOST = 2**32  # elements one call may take: the hash counts them in 32 bits
+_stream = 0  # this process's rank under torchrun: every rank draws the same seeds, but drops its own elements
+
+
+def set_stream(rank: int) -> None:
+    """Make the masks of this process (rank `rank` of a torchrun job) its own; rank 0's are a single
+    process's."""
+    global _stream
+    _stream = rank
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -25,7 +34,7 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     lib = compiled()[0] if fits and p < 1 else None
     if lib is None:
         return F.dropout(x, p, training)
-    seed = int(torch.randint(0, 2**63 - 1, (1,)))
+    seed = int(torch.randint(0, 2**63 - 1, (1,))) ^ (_stream * 0x9E3779B97F4A7C15 % 2**63)
     return _Dropout.apply(x if _flat(x) is not None else x.contiguous(), p, seed, lib)
 
 

@@ -16,6 +16,7 @@ resumed run and any number of torchrun processes draw the same.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -28,16 +29,40 @@ MIN_LEN = 8
 
 def seq_len_at(step: int, cfg: TrainConfig) -> int:
     """Window length for optimizer step `step` (0-based)."""
-    if step >= cfg.seq_len_warmup:
-        return cfg.seq_len
-    grown = cfg.seq_len * (step + 1) / cfg.seq_len_warmup
-    return min(cfg.seq_len, max(MIN_LEN, MIN_LEN * math.ceil(grown / MIN_LEN)))
+    return _length(step, cfg.seq_len, cfg.seq_len_warmup)
+
+
+def _length(step: int, seq_len: int, warmup: int) -> int:
+    if step >= warmup:
+        return seq_len
+    grown = seq_len * (step + 1) / warmup
+    return min(seq_len, max(MIN_LEN, MIN_LEN * math.ceil(grown / MIN_LEN)))
 
 
 def chars_before(step: int, cfg: TrainConfig) -> int:
-    """Characters per batch row trained on in steps 0 .. step-1."""
-    warm = min(step, cfg.seq_len_warmup)
-    return sum(seq_len_at(s, cfg) for s in range(warm)) + (step - warm) * cfg.seq_len
+    """Characters per batch row trained on in steps 0 .. step-1 (as the sum of seq_len_at over them)."""
+    total, warm = 0, min(step, cfg.seq_len_warmup)
+    for first, end, length in _runs(cfg.seq_len, cfg.seq_len_warmup):
+        if first >= warm:
+            break
+        total += (min(end, warm) - first) * length
+    return total + (step - warm) * cfg.seq_len
+
+
+@functools.cache
+def _runs(seq_len: int, warmup: int) -> tuple[tuple[int, int, int], ...]:
+    """The warm-up as runs of steps of one window length, (first step, end, length): a few, found by
+    bisection, since the length never shrinks (so counting chars costs the same at any step)."""
+    runs, first = [], 0
+    while first < warmup:
+        length = _length(first, seq_len, warmup)
+        lo, hi = first, warmup  # the run ends at the first step past `lo` with a longer window, or `hi`
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if _length(mid, seq_len, warmup) == length else (lo, mid)
+        runs.append((first, hi, length))
+        first = hi
+    return tuple(runs)
 
 
 def sampling_prob(step: int, cfg: TrainConfig, planned_steps: int) -> float:

@@ -18,6 +18,7 @@ from torch import nn
 
 from charnn.config import torchrun_ranks
 from charnn.errors import CharnnError, ConfigError, TrainingError
+from charnn.nn import dropout
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,10 @@ class Ranks:
     def rows(self, batch_size: int) -> slice:
         """This rank's rows of a global batch."""
         if batch_size % self.world:
+            counts = ", ".join(str(n) for n in range(1, min(batch_size, 64) + 1) if batch_size % n == 0)
             raise ConfigError(
-                f"--batch-size {batch_size} does not split evenly over {self.world} processes; "
-                f"use a multiple of {self.world} (it is the global batch, shared by all processes)"
+                f"--batch-size {batch_size} does not split evenly over {self.world} processes (it is the "
+                f"global batch): run {counts} processes, or, for a new run, a multiple of {self.world}"
             )
         per = batch_size // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
@@ -49,12 +51,18 @@ class Ranks:
 
 def ranks_from_env() -> Ranks:
     """The ranks torchrun set in the environment (rank 0 of 1 outside torchrun)."""
-    return Ranks(*torchrun_ranks())
+    rank, world, local = torchrun_ranks()
+    if not 0 <= rank < world or local < 0:
+        raise ConfigError(
+            f"RANK {rank} and WORLD_SIZE {world} must have 0 <= RANK < WORLD_SIZE (torchrun sets them)"
+        )
+    return Ranks(rank, world, local)
 
 
 def start(ranks: Ranks, device: torch.device, timeout_s: float) -> torch.device:
     """Join the process group (gloo on CPU, nccl on CUDA), its collectives giving up after `timeout_s`;
     the device this rank computes on."""
+    dropout.set_stream(ranks.rank)
     if not ranks.enabled:
         return device
     if device.type == "cuda":
@@ -138,7 +146,8 @@ def is_peer_failure(e: BaseException, ranks: Ranks) -> bool:
     """True for the errors gloo and NCCL raise when another rank has gone."""
     text = str(e)
     return ranks.enabled and (
-        isinstance(e, dist.DistBackendError) or "Connection closed by peer" in text or "NCCL" in text
+        isinstance(e, dist.DistBackendError)
+        or any(said in text for said in ("Connection closed by peer", "Connection reset by peer", "NCCL"))
     )
 
 

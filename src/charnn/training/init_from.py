@@ -15,7 +15,7 @@ import torch
 from charnn.config import TrainConfig
 from charnn.errors import ConfigError, DataError
 from charnn.nn.model import CharRNN
-from charnn.store.model_dir import LoadedModel, load_model
+from charnn.store.model_dir import SHIPPED_DIR, LoadedModel, load_model
 from charnn.text.corpus import Corpus, load_corpus, with_vocab
 from charnn.text.vocab import Vocab
 
@@ -48,7 +48,7 @@ def start(cfg: TrainConfig, model_settings: dict, given: dict) -> tuple[dict, Or
             )
     training = loaded.info.get("training", {})
     record = {
-        "path": str(Path(loaded.path).resolve()),
+        "path": str(Path(loaded.path).resolve()) if loaded.path.parent != SHIPPED_DIR else loaded.path.name,
         "weights_sha256": loaded.info.get("weights_sha256"),
         "val_loss": training.get("val_loss"),
         "data": training.get("data"),

@@ -256,10 +256,13 @@ class Loop:
         seconds = self.clock() - started
         if self.batches.carries_state and cut == self.cfg.seq_len:
             p.carry = result.state
+        loss = result.loss  # this rank's rows; under torchrun, the whole batch's (ranks hold equal shares)
+        if self.ranks.enabled:
+            loss = distributed.sum_all([loss], self.ranks)[0] / self.ranks.world
         p.step += 1
         p.train_time += seconds
-        p.last_loss = result.loss
-        return result.loss, result.grad_norm, seconds
+        p.last_loss = loss
+        return loss, result.grad_norm, seconds
 
     def _loop(self, signals: StopSignals) -> TrainResult:
         cfg, spe, p = self.cfg, self.steps_per_epoch, self.progress
@@ -315,6 +318,8 @@ class Loop:
         if interrupted:
             second = signals.received == signal.SIGINT
             raise self._interrupted("a second Ctrl-C" if second else "an interrupt")
+        if reason not in STOP_NAMES:  # a signal in the last step stops the run too, before what follows it
+            reason = self._agreed_signal(signals) or reason
         if reason in STOP_NAMES:
             return self._stopped_by_signal(reason, saved_at)
         if evaluated_at != p.step or not self.has_model:
@@ -343,6 +348,7 @@ class Loop:
             f"stopped by {name} at step {self.step}; {saved}; "
             f"continue with: charnn train --out {self.rundir.path} --resume",
             128 + signal.Signals[name].value,  # the shell's status for a process a signal ended: 130, 143
+            quiet=not self.ranks.is_main,  # rank 0 alone says it, as it alone saves
         )
 
     def _log(self, epoch: int, losses: list[float], grad_norm: float, chars_per_s: float) -> None:

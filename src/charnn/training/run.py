@@ -105,6 +105,11 @@ def _train(
             model_settings, cfg = settings_for(preset, settings, kind=kind)
         if cfg.init_from is not None:
             model_settings, origin = init_from.start(cfg, model_settings, settings)
+            if run.path.resolve() in (source := origin.loaded.path.resolve(), *source.parents):
+                raise ConfigError(
+                    f"--init-from {cfg.init_from} lies in --out {out}: the run would replace the model it "
+                    "starts from; train into another folder"
+                )
     cfg = replace(cfg, data=canonical_source(cfg.data))
     device = distributed.start(ranks, resolve_device(cfg.device), cfg.dist_timeout)
     reporter = Reporter(quiet or not main)
@@ -135,20 +140,21 @@ def _train(
             run.truncate_metrics(loop.step)
             run.write_args(run_settings(model_cfg, cfg, preset, corpus.skipped, loop.init_from))
         result = loop.run()
+        val_ids = loop.val_ids
+        # DistributedDataParallel's reducer holds the process group and sits in reference cycles: left to
+        # the interpreter's exit, gloo's threads are torn down too late and the process aborts now and then.
+        loop = None
+        gc.collect()
+        distributed.finish(ranks, clean=True)  # before the check rank 0 runs alone: no rank waits on it
         if main and result.stopped_by != "stopped":
-            _check_weight_formats(run, loop.val_ids, reporter)
+            _check_weight_formats(run, val_ids, reporter)
     except BaseException:
         if main and run.locked:  # an overwritten run comes back where this one has no checkpoint
             run.settle_replaced()
         run.unlock()
         distributed.finish(ranks, clean=False)
         raise
-    # DistributedDataParallel's reducer holds the process group and sits in reference cycles: left to the
-    # interpreter's exit, gloo's threads are torn down too late and the process aborts now and then.
-    loop = None
-    gc.collect()
     run.unlock()
-    distributed.finish(ranks, clean=True)
     return result
 
 
