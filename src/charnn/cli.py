@@ -339,10 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (CharnnError, Stopped) as e:
-        if getattr(e, "quiet", False):
-            return e.exit_code
         with contextlib.suppress(OSError):  # stderr gone too (a closed terminal's SIGHUP): the status says it
-            print(f"charnn: error: {e}", file=sys.stderr)
+            if not getattr(e, "quiet", False):  # under torchrun the ranks but rank 0 stop without a word
+                print(f"charnn: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("charnn: interrupted", file=sys.stderr)
@@ -396,7 +395,3 @@ def _internal_error(e: Exception) -> int:
         file=sys.stderr,
     )
     return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
