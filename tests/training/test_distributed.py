@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 import charnn
 from charnn.device import cpu_kind
 from charnn.errors import ConfigError
+from charnn.store.rundir import RunDir
 from charnn.training.distributed import Ranks, is_peer_failure
 from conftest import TINY_FLAGS, run_cli
 
@@ -249,3 +250,44 @@ def test_what_gloo_says_when_a_rank_was_killed_outright_is_a_peer_failure():
     )
     assert is_peer_failure(killed, Ranks(0, 2)) and not is_peer_failure(killed, Ranks(0, 1))
     assert not is_peer_failure(RuntimeError("shape mismatch"), Ranks(0, 2))
+
+
+def by_hand(cwd: Path, *per_rank: list[str]) -> list[subprocess.CompletedProcess]:
+    """The processes of one job started by hand, each with its own flags (as the nodes of a multi-machine
+    job may be given different commands), each told its RANK and WORLD_SIZE as torchrun would."""
+    port = str(_free_port())
+    procs = []
+    for rank, flags in enumerate(per_rank):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "WORLD_SIZE": str(len(per_rank))}
+        env |= {"LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        cmd = [sys.executable, "-m", "charnn", "train", "--quiet", *flags]
+        procs.append(
+            subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=120), *p.communicate()) for p in procs]
+
+
+def test_processes_started_with_different_settings_or_texts_are_refused_on_every_rank(tmp_path, corpus):
+    """They trained on, their weights drifting apart (a different --lr or text), or failed with internal
+    errors (a different shape); a rank without the text left the other with an internal error."""
+    common = ["--out", "run", "--max-steps", "3", *FLAGS]
+    cases = {
+        "settings": (["--data", str(corpus)], ["--data", str(corpus), "--lr", "0.01"]),
+        "no text": (["--data", str(corpus)], ["--data", str(tmp_path / "missing.txt")]),
+    }
+    for case, (first, second) in cases.items():
+        results = by_hand(tmp_path, [*common, *first], [*common, *second])
+        for rank, result in enumerate(results):
+            assert result.returncode == 1 and "internal error" not in result.stderr, (
+                case,
+                rank,
+                result.stderr,
+            )
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("charnn: error: "), (case, rank, result.stderr)
+        said = [r.stderr for r in results]
+        if case == "settings":
+            assert all("started with different settings or texts" in s for s in said), said
+        else:
+            assert "missing.txt" in said[1] and "another process of this run failed while starting" in said[0]
+        assert not RunDir(tmp_path / "run").checkpoints()

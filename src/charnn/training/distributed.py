@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -19,6 +20,8 @@ from torch import nn
 from charnn.config import torchrun_ranks
 from charnn.errors import CharnnError, ConfigError, TrainingError
 from charnn.nn import dropout
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,14 @@ def start(ranks: Ranks, device: torch.device, timeout_s: float) -> torch.device:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        try:
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        except (RuntimeError, ValueError) as e:  # torch's DistError is a RuntimeError
+            first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise TrainingError(
+                f"the {ranks.world} processes of this run did not all join within --dist-timeout; another "
+                f"one failed before it joined, or cannot be reached ({first_line[:160]})"
+            ) from None
     return device
 
 
@@ -151,11 +161,13 @@ def is_peer_failure(e: BaseException, ranks: Ranks) -> bool:
     )
 
 
-def together(ranks: Ranks, step: Callable[[], object]) -> None:
-    """Run `step` on every rank; if it fails on any, fail on all (no rank left waiting in a collective)."""
+def together(ranks: Ranks, step: Callable[[], T]) -> T | None:
+    """Run `step` on every rank and return what it returned; if it fails on any, fail on all (no rank left
+    waiting in a collective)."""
     error: CharnnError | None = None
+    result = None
     try:
-        step()
+        result = step()
     except CharnnError as e:
         error = e
     failed = agree(1.0 if error else 0.0, ranks)
@@ -163,3 +175,4 @@ def together(ranks: Ranks, step: Callable[[], object]) -> None:
         raise error
     if failed:
         raise TrainingError("another process of this run failed while starting; its message says why")
+    return result

@@ -6,18 +6,20 @@ Under torchrun every process runs this; rank 0 alone writes the run folder.
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
-from charnn.config import ModelConfig, RunOptions
+from charnn.config import ModelConfig, RunOptions, TrainConfig
 from charnn.declare import build, settle
 from charnn.device import cpu_kind, resolve_device
 from charnn.errors import ConfigError
 from charnn.evaluation import weight_checks
-from charnn.presets import resume_settings, run_settings, settings_for, variant_note
+from charnn.presets import RESUMABLE, resume_settings, run_settings, settings_for, variant_note
 from charnn.store.checkpoint import load_checkpoint
 from charnn.store.model_dir import load_model, update_model_info
 from charnn.store.rundir import RunDir
@@ -123,8 +125,16 @@ def _train(
                 reporter.line(note)
         if resume:  # rank 0 alone locks and tidies the folder
             distributed.together(ranks, lambda: main and run.prepare(resume=True, overwrite=False))
-        corpus = init_from.corpus_for(origin, cfg) if origin else load_corpus(cfg.data, cfg.encoding)
+        corpus = distributed.together(  # a rank without the text: one line on every rank
+            ranks,
+            lambda: init_from.corpus_for(origin, cfg) if origin else load_corpus(cfg.data, cfg.encoding),
+        )
         model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
+        if not _same_on_every_rank(_learning(model_cfg, cfg, corpus.sha256), ranks):
+            raise ConfigError(
+                "the processes of this run were started with different settings or texts; "
+                "start every process with the same command"
+            )
         loop = Loop.create(run, model_cfg, cfg, corpus, preset, reporter, device, ranks, clock)
         if origin:
             loop.init_from = origin.record
@@ -161,9 +171,17 @@ def _train(
 _CPU_KINDS = ("", "fp32", "avx512_bf16", "amx")
 
 
-def _same_on_every_rank(kind: str, ranks: distributed.Ranks) -> bool:
-    code = float(_CPU_KINDS.index(kind))
+def _same_on_every_rank(value: str, ranks: distributed.Ranks) -> bool:
+    code = float(_CPU_KINDS.index(value)) if value in _CPU_KINDS else float(int(value[:13], 16))  # < 2**53
     return distributed.agree(code, ranks) == -distributed.agree(-code, ranks)
+
+
+def _learning(model_cfg: ModelConfig, cfg: TrainConfig, text_sha256: str) -> str:
+    """A hash of what decides what a run learns: its model, its settings but when to stop and how to
+    report (and where the text lies: a path may differ between machines), and its text."""
+    learnt = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE and k not in ("data", "device")}
+    what = json.dumps([model_cfg.to_dict(), learnt, text_sha256], sort_keys=True, default=str)
+    return hashlib.sha256(what.encode()).hexdigest()
 
 
 def _check_weight_formats(run: RunDir, val_ids, reporter: Reporter) -> None:
