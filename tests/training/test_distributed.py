@@ -291,3 +291,31 @@ def test_processes_started_with_different_settings_or_texts_are_refused_on_every
         else:
             assert "missing.txt" in said[1] and "another process of this run failed while starting" in said[0]
         assert not RunDir(tmp_path / "run").checkpoints()
+
+
+def test_a_process_whose_peers_never_join_says_so_after_the_timeout(tmp_path, corpus):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    args = [
+        "train",
+        "--out",
+        "run",
+        "--data",
+        str(corpus),
+        "--max-steps",
+        "2",
+        *FLAGS,
+        "--dist-timeout",
+        "3s",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "charnn", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "the 2 processes of this run did not all join within --dist-timeout" in result.stderr
