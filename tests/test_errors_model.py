@@ -220,3 +220,17 @@ def test_evaluate_of_a_run_without_a_validation_split_says_what_to_do(tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert_clean_error(run_cli("evaluate", "run", cwd=tmp_path), "the val split holds 0 chars", "--split all")
     assert run_cli("evaluate", "run", "--split", "all", cwd=tmp_path).returncode == 0
+
+
+def test_a_checkpoint_or_an_export_given_as_the_model_is_named_as_what_it_is(trained_run, tmp_path):
+    checkpoint = sorted((trained_run / "checkpoints").iterdir())[-1]
+    for command in (["info"], ["generate", "--length", "5"], ["train", "--init-from"]):
+        result = run_cli(
+            *command, str(checkpoint), *(["--out", str(tmp_path / "ft")] * (command[0] == "train"))
+        )
+        assert_clean_error(result, "a checkpoint of a run, not a model", f"give the run folder {trained_run}")
+    export = tmp_path / "exported"
+    export.mkdir()
+    for name in ("charnn.json", "model.onnx", "vocab.json"):
+        (export / name).write_text("{}")
+    assert_clean_error(run_cli("info", str(export)), "an export (charnn export), not a model charnn reads")

@@ -16,9 +16,8 @@ from torch import nn
 
 from charnn.errors import ModelFileError
 from charnn.fileio import read_json, write_folder
-from charnn.store.model_dir import FORMAT_VERSION, fp32_tensors, read_tensors
+from charnn.store.model_dir import CHECKPOINTS_DIR, FORMAT_VERSION, fp32_tensors, read_tensors
 
-CHECKPOINTS_DIR = "checkpoints"
 RESUME_BEFORE = "delete this checkpoint folder to resume from the one before"
 
 

@@ -32,6 +32,7 @@ FORMAT_VERSION = 1
 MODEL_DIR = "model"
 # In a run folder: an overwritten run, kept until the run replacing it has a checkpoint (store/rundir.py).
 REPLACED_DIR = ".replaced"
+CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints/step-N/ folders (store/checkpoint.py writes them)
 # Models inside the package, by the name that stands for them where no folder of that name exists.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
 SHIPPED = ("shakespeare",)
@@ -88,6 +89,15 @@ def resolve_model_dir(path: str | Path) -> Path:
         raise ModelFileError(f"{p}: no such run or model folder")
     # A crash between the two renames of a model swap leaves only the previous model, under a temp name.
     swapped_out = sorted(p.glob(f".{MODEL_DIR}.old-*"))
+    if (p / "state.json").exists() and p.parent.name == CHECKPOINTS_DIR:  # its weights, but not a model
+        run = p.parent.parent
+        raise ModelFileError(
+            f"{p}: a checkpoint of a run, not a model; give the run folder {run} (its best model)"
+        )
+    if (p / "charnn.json").exists() and (p / "model.onnx").exists():
+        raise ModelFileError(
+            f"{p}: an export (charnn export), not a model charnn reads; give the model it came from"
+        )
     for candidate in (p / MODEL_DIR, p, *swapped_out):
         if (candidate / "config.json").exists() or (candidate / "model.safetensors").exists():
             return candidate
