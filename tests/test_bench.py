@@ -1,7 +1,10 @@
 """The benchmark's measuring pieces, run for real at toy sizes (the full benchmark is not a test)."""
 
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -125,3 +128,30 @@ def test_the_share_of_the_peak_is_of_the_highest_peak_seen():
 def test_the_api_refuses_a_quick_that_is_not_true_or_false(quick):
     with pytest.raises(charnn.CharnnError, match="quick must be true or false"):
         charnn.benchmark(quick=quick)
+
+
+def test_a_stopped_benchmark_takes_its_child_with_it(tmp_path):
+    """SIGTERM during the peak-memory training once left that `charnn train` running on its own."""
+    script = (
+        "from charnn.bench import training_peak_rss_mib\n"
+        "from charnn.training.signals import stop_at_once\n"
+        "with stop_at_once(lambda name: f'stopped by {name}'):\n"
+        "    training_peak_rss_mib(1000)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+    deadline, child = time.time() + 60, None
+    while child is None and time.time() < deadline:
+        found = subprocess.run(
+            ["pgrep", "-P", str(parent.pid)], capture_output=True, text=True
+        ).stdout.split()
+        child = int(found[0]) if found else None
+        time.sleep(0.1)
+    assert child is not None, "the benchmark started no training"
+    time.sleep(1)
+    parent.send_signal(signal.SIGTERM)
+    _, err = parent.communicate(timeout=60)
+    assert parent.returncode == 1 and "Stopped: stopped by SIGTERM" in err  # no CLI here: the exception
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # killed and waited for, not left running
+    assert not list(tmp_path.iterdir())  # its run folder went with it

@@ -28,12 +28,13 @@ from charnn.nn import cpu_lstm
 from charnn.nn.model import CharRNN, layers_get_ids
 from charnn.nn.native import compiled
 from charnn.nn.stepper import StepModel
-from charnn.process_memory import watch_memory
+from charnn.process_memory import ended, watch_memory
 from charnn.sampling import sample
 from charnn.store.model_dir import save_model
 from charnn.text.batches import WindowBatches
 from charnn.text.corpus import Corpus, load_corpus, split
 from charnn.training.kernels import BUSY_TIMING
+from charnn.training.signals import stop_at_once
 from charnn.training.step import TrainStep
 
 SEED = ModelConfig(vocab_size=65)
@@ -167,9 +168,14 @@ def first_char_seconds(model_dir: Path) -> float:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
-    proc.stdout.read(2)  # the start string, then the first generated char
-    elapsed = time.perf_counter() - start
-    proc.wait()
+    try:
+        got = proc.stdout.read(2)  # the start string, then the first generated char
+        elapsed = time.perf_counter() - start
+        proc.wait()
+    finally:
+        ended(proc)
+    if len(got) < 2 or proc.returncode:
+        raise RuntimeError(f"charnn generate failed with exit code {proc.returncode}: no first char to time")
     return elapsed
 
 
@@ -311,7 +317,9 @@ def format_report(result: dict) -> str:
 
 
 def main(quick: bool, as_json: bool) -> int:
-    result = run(quick, log=lambda msg: print(msg, file=sys.stderr))
+    cut = "the benchmark was cut short, and reports nothing"
+    with stop_at_once(lambda name: f"stopped by {name}; {cut}"):  # its children end with it (watch_memory)
+        result = run(quick, log=lambda msg: print(msg, file=sys.stderr))
     print(json.dumps(result, indent=2) if as_json else format_report(result))
     return 0
 

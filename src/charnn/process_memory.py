@@ -39,12 +39,22 @@ def watch_memory(cmd: list[str], env: dict | None = None, on_line=None) -> tuple
     sampler.start()
     assert proc.stdout is not None
     lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if on_line:
-            on_line(line, time.perf_counter() - start)
-    proc.wait()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if on_line:
+                on_line(line, time.perf_counter() - start)
+        proc.wait()
+    finally:  # stopped (Ctrl-C, SIGTERM, an error): the child goes too, not on by itself
+        ended(proc)
     sampler.join()
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd[1:4])} failed with exit code {proc.returncode}")
     return {**peaks, "seconds": time.perf_counter() - start}, "".join(lines)
+
+
+def ended(proc: subprocess.Popen) -> None:
+    """`proc` ended: killed where it still runs, and waited for."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
