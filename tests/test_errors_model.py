@@ -234,3 +234,4 @@ def test_a_checkpoint_or_an_export_given_as_the_model_is_named_as_what_it_is(tra
     for name in ("charnn.json", "model.onnx", "vocab.json"):
         (export / name).write_text("{}")
     assert_clean_error(run_cli("info", str(export)), "an export (charnn export), not a model charnn reads")
+    assert_clean_error(run_cli("info", ""), "the model's path is empty")

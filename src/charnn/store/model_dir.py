@@ -82,6 +82,8 @@ def update_model_info(directory: Path, key: str, value: object) -> None:
 
 def resolve_model_dir(path: str | Path) -> Path:
     """The model folder meant by `path`: a run folder's model/ or a model folder itself."""
+    if str(path) == "":  # "$UNSET" would else be the current folder
+        raise ModelFileError("the model's path is empty: give a run or model folder")
     p = Path(path).expanduser()
     if not p.is_dir() and str(path) in SHIPPED:  # a file of that name (a corpus, say) does not hide it
         p = SHIPPED_DIR / str(path)
