@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+from cli_server import ForkServer
 
 if TYPE_CHECKING:
     import httpx
@@ -107,16 +110,34 @@ def busy_cores() -> Iterator[None]:
             spinner.wait()
 
 
+def _cli_env() -> dict[str, str]:
+    """The environment of a `python -m charnn` run: the test process's, less CHARNN_DEBUG, with unbuffered
+    utf-8 output."""
+    env = {k: v for k, v in os.environ.items() if k != "CHARNN_DEBUG"}
+    env["PYTHONIOENCODING"] = "utf-8"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# run_cli forks each command from a process that has imported torch and charnn once (cli_server.py) rather
+# than starting an interpreter for it; CHARNN_TEST_SUBPROCESS=1 starts one per command, as before.
+FORK_SERVER = None
+if hasattr(os, "pidfd_open") and not os.environ.get("CHARNN_TEST_SUBPROCESS"):
+    FORK_SERVER = ForkServer(_cli_env())
+    atexit.register(FORK_SERVER.close)
+
+
 def run_cli(
     *args: str,
     cwd: Path | None = None,
     timeout: float = 120,
     stdin: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run `python -m charnn ARGS` in a subprocess and capture its output as text."""
-    env = {k: v for k, v in os.environ.items() if k != "CHARNN_DEBUG"}
-    env["PYTHONIOENCODING"] = "utf-8"
-    env["PYTHONUNBUFFERED"] = "1"
+    """Run `python -m charnn ARGS` (a child of the fork server, else a fresh interpreter) and capture its
+    output as text."""
+    env = _cli_env()
+    if FORK_SERVER is not None:
+        return FORK_SERVER.run(list(args), cwd, timeout, stdin, env)
     return subprocess.run(
         [sys.executable, "-m", "charnn", *args],
         capture_output=True,
