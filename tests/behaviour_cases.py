@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 RECORDS = Path(__file__).parent / "behaviour_records.json"
@@ -43,6 +44,7 @@ EVALUATE = {
     "small": [[], ["--json"]],  # the train split of Shakespeare stepped in int8 takes over a minute
 }
 METRIC_KEYS = ("step", "epoch", "chars", "loss", "lr", "grad_norm", "val_loss", "val_bits_per_char")
+Runner = Callable[[list[str], Path], subprocess.CompletedProcess]  # runs `charnn ARGS` in a folder
 
 
 def platform_key() -> str:
@@ -54,31 +56,36 @@ def platform_key() -> str:
     return f"{torch.backends.cpu.get_cpu_capability()}-{cpu_kind()}-torch{torch.__version__}"
 
 
-def cli(*args: str, cwd: Path) -> str:
-    """stdout of `charnn ARGS` run in `cwd`, with that folder's path written as <folder>."""
+def _subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "charnn", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
     )
+
+
+def cli(*args: str, cwd: Path, run: Runner = _subprocess) -> str:
+    """stdout of `charnn ARGS` run in `cwd` (by `run`: a fresh interpreter unless given), with that folder's
+    path written as <folder>."""
+    done = run(list(args), cwd)
     if done.returncode != 0:
         raise AssertionError(f"charnn {' '.join(args)} failed: {done.stderr}")
     return done.stdout.replace(str(cwd.resolve()), "<folder>")
 
 
-def outputs(folder: Path) -> dict:
-    """Train both runs in `folder`, then everything a record holds, as a JSON-ready dict."""
+def outputs(folder: Path, names: Iterable[str] = TRAININGS, run: Runner = _subprocess) -> dict:
+    """Train the runs `names` in `folder`, then everything a record holds of them, as a JSON-ready dict."""
     (folder / "corpus.txt").write_text(PARAGRAPH * 100, encoding="utf-8")
     result: dict = {}
-    for name, flags in TRAININGS.items():
-        cli("train", "--out", name, "--quiet", *flags, cwd=folder)
+    for name in names:
+        cli("train", "--out", name, "--quiet", *TRAININGS[name], cwd=folder, run=run)
         config = json.loads((folder / name / "model" / "config.json").read_text())
         metrics = [json.loads(x) for x in (folder / name / "metrics.jsonl").read_text().splitlines()]
         result[name] = {
             "weights_sha256": config["weights_sha256"],
             "weight_checks": config["inference"],
             "metrics": [{k: m[k] for k in METRIC_KEYS if k in m} for m in metrics],
-            "generate": {" ".join(args): cli("generate", name, *args, cwd=folder) for args in GENERATE},
-            "evaluate": {" ".join(args): cli("evaluate", name, *args, cwd=folder) for args in EVALUATE[name]},
+            "generate": {" ".join(a): cli("generate", name, *a, cwd=folder, run=run) for a in GENERATE},
+            "evaluate": {" ".join(a): cli("evaluate", name, *a, cwd=folder, run=run) for a in EVALUATE[name]},
         }
     return result
 
