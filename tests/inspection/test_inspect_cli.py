@@ -116,6 +116,13 @@ def test_out_paths_as_a_user_means_them(trained_run, tmp_path):
         preexec_fn=lambda: os.close(1),
     )
     assert closed.returncode == 0 and (tmp_path / "q.html").exists(), closed.stderr  # stdout is not used
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "latest.html").symlink_to("pages/today.html")  # dangling until the page is written
+    for _ in range(2):
+        linked = run_cli("inspect", str(trained_run), "--text", TEXT, "--out", "latest.html", cwd=tmp_path)
+        assert linked.returncode == 0, linked.stderr
+        assert (tmp_path / "latest.html").is_symlink(), "the link was replaced by the page"
+        assert "charnnInspect.render" in (tmp_path / "pages/today.html").read_text()
 
 
 def test_text_is_read_as_the_training_text_was_and_never_whole_past_the_limit(trained_run, tmp_path):

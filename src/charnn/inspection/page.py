@@ -139,4 +139,4 @@ def _page_path(given: str, loaded: LoadedModel, source: str | None) -> Path:
         )
     if source not in (None, "-") and where == Path(source).expanduser().resolve():
         raise RunDirError(f"{given}: --out is the --file being inspected; write the page elsewhere")
-    return out
+    return where if out.is_symlink() else out  # through a link: the page replaces its target, the link stays
