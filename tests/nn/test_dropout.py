@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 
+import charnn.nn.dropout
 from charnn.config import ModelConfig
 from charnn.nn.dropout import dropout, set_stream
 from charnn.nn.model import CharRNN
@@ -124,19 +125,30 @@ def test_without_a_c_compiler_dropout_is_pytorchs(tmp_path):
     assert no_compiled == "True" and backward != "_DropoutBackward"  # PyTorch's dropout, not charnn's
 
 
-@needs_cc
-def test_each_torchrun_rank_drops_its_own_elements_from_the_same_draws():
+@pytest.mark.parametrize("kind", ["compiled", "pytorch"])
+def test_each_torchrun_rank_drops_its_own_elements_from_the_same_draws(monkeypatch, kind):
     """Every rank's generator is seeded alike: without the rank mixed in, rank 1 dropped exactly the
-    elements rank 0 did, in its own rows."""
-    x = torch.ones(8, 64, 32)
-    masks = {}
+    elements rank 0 did, in its own rows; so did PyTorch's dropout (no C compiler, or a GPU) until it drew
+    from a generator of its own."""
+    if kind == "pytorch":
+        monkeypatch.setattr(charnn.nn.dropout, "compiled", lambda: (None, "no C compiler (as in this test)"))
+    elif not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
+        pytest.skip("no C compiler on this machine: dropout is PyTorch's (the other case)")
+    x = torch.ones(8, 64, 32, requires_grad=True)
+    masks, states = {}, {}
     try:
-        for rank in (0, 1, 0):
-            set_stream(rank)
+        for rank, world in ((0, 2), (1, 2), (0, 2), (0, 1)):
+            set_stream(rank, world)
             torch.manual_seed(7)
-            masks.setdefault(rank, []).append(dropout(x, 0.5, True) == 0)
+            y = dropout(x, 0.5, True)
+            masks.setdefault((rank, world), []).append(y == 0)
+            states[rank, world] = torch.get_rng_state()
+            assert set(y.unique().tolist()) == {0.0, 2.0}
     finally:
-        set_stream(0)
-    assert torch.equal(masks[0][0], masks[0][1])  # a single process's masks are unchanged by a rank's
-    shared = (masks[0][0] == masks[1][0]).float().mean().item()
+        set_stream(0, 1)
+    assert torch.equal(*masks[0, 2])  # a rank's masks repeat with its seed
+    if kind == "compiled":  # rank 0's are a single process's
+        assert torch.equal(masks[0, 2][0], masks[0, 1][0])
+    assert torch.equal(states[0, 2], states[1, 2])  # the ranks drew alike from torch's generator: in step
+    shared = (masks[0, 2][0] == masks[1, 2][0]).float().mean().item()
     assert 0.4 < shared < 0.6  # independent masks agree on about half the elements; the same on all of them

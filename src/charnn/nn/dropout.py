@@ -5,6 +5,8 @@ Whether an element is kept is a hash of a seed and the element's place in memory
 is kept for the backward, which applies the same function to the gradient. The seed is drawn from PyTorch's
 generator, so runs are as repeatable, and resume as exactly, as with PyTorch's dropout (the masks differ);
 under torchrun each rank mixes its rank into it, so that no two ranks drop the same elements of their rows.
+Where PyTorch's dropout runs instead (no C compiler, a GPU) every rank's generator is seeded alike too, so
+under torchrun its masks are drawn from a generator of the call's own, seeded the same way.
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ from torch import Tensor
 from charnn.nn.native import Compiled, compiled
 
 _MOST = 2**32  # elements one call may take: the hash counts them in 32 bits
-_stream = 0  # this process's rank under torchrun: every rank draws the same seeds, but drops its own elements
+_MIX = 0x9E3779B97F4A7C15  # a rank's share of its seeds: rank * _MIX, as 63 bits
+_stream: int | None = None  # this process's rank under torchrun (None: alone): the same draws, its own masks
 
 
-def set_stream(rank: int) -> None:
-    """Make the masks of this process (rank `rank` of a torchrun job) its own; rank 0's are a single
-    process's."""
+def set_stream(rank: int, world: int = 1) -> None:
+    """Make the masks of this process (rank `rank` of `world` processes of a torchrun job) its own; rank
+    0's compiled masks are a single process's."""
     global _stream
-    _stream = rank
+    _stream = rank if world > 1 else None
+
+
+def per_rank() -> bool:
+    """Whether this process is one of several training together (and must draw masks of its own)."""
+    return _stream is not None
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -33,9 +41,22 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     fits = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and x.numel() < _MOST
     lib = compiled()[0] if fits and p < 1 else None
     if lib is None:
-        return F.dropout(x, p, training)
-    seed = int(torch.randint(0, 2**63 - 1, (1,))) ^ (_stream * 0x9E3779B97F4A7C15 % 2**63)
-    return _Dropout.apply(x if _flat(x) is not None else x.contiguous(), p, seed, lib)
+        return F.dropout(x, p, training) if _stream is None else _own_generator(x, p)
+    return _Dropout.apply(x if _flat(x) is not None else x.contiguous(), p, _seed(), lib)
+
+
+def _seed() -> int:
+    """One draw from PyTorch's generator (the same on every rank, which keeps them in step), mixed with the
+    rank."""
+    return int(torch.randint(0, 2**63 - 1, (1,))) ^ ((_stream or 0) * _MIX % 2**63)
+
+
+def _own_generator(x: Tensor, p: float) -> Tensor:
+    """PyTorch's dropout with its mask drawn from a generator seeded by _seed(), on x's device."""
+    if p >= 1:
+        return x * 0
+    keep = torch.empty_like(x).bernoulli_(1 - p, generator=torch.Generator(x.device).manual_seed(_seed()))
+    return x * keep * (1.0 / (1.0 - p))
 
 
 class _Dropout(torch.autograd.Function):

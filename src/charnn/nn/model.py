@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from charnn.config import ModelConfig
 from charnn.nn import lookup
 from charnn.nn.dropout import dropout as drop
+from charnn.nn.dropout import per_rank as dropout_per_rank
 
 State = tuple[Tensor, ...]
 # Another implementation of a stack of recurrent layers, taking the fused kernel's arguments:
@@ -146,8 +147,8 @@ class Recurrent(nn.Module):
             return self.training_layers(x, hx, weights, dropout, self.training, embedding=embedding)
         if embedding is not None:
             x = lookup.rows(x, embedding)
-        if dropout and self.training and x.device.type == "cpu":
-            return self._layer_by_layer(x, hx, weights, dropout)
+        if dropout and self.training and (x.device.type == "cpu" or dropout_per_rank()):
+            return self._layer_by_layer(x, hx, weights, dropout)  # cuDNN's masks would be alike on every rank
         out, *new_state = self.kind.kernel(
             x, hx, weights, True, self.layers, dropout, self.training, False, True
         )
@@ -157,7 +158,8 @@ class Recurrent(nn.Module):
         self, x: Tensor, hx: Tensor | State, weights: list[Tensor], dropout: float
     ) -> tuple[Tensor, State]:
         """The fused kernel a layer at a time with charnn's dropout between them (nn/dropout.py): the
-        kernel's own dropout on a CPU costs more than the layer it follows."""
+        kernel's own dropout on a CPU costs more than the layer it follows, and under torchrun on a GPU
+        cuDNN's would drop the same elements on every rank."""
         states = []
         for k in range(self.layers):
             layer_hx = tuple(h[k : k + 1] for h in hx) if isinstance(hx, tuple) else hx[k : k + 1]

@@ -65,7 +65,7 @@ def ranks_from_env() -> Ranks:
 def start(ranks: Ranks, device: torch.device, timeout_s: float) -> torch.device:
     """Join the process group (gloo on CPU, nccl on CUDA), its collectives giving up after `timeout_s`;
     the device this rank computes on."""
-    dropout.set_stream(ranks.rank)
+    dropout.set_stream(ranks.rank, ranks.world)
     if not ranks.enabled:
         return device
     if device.type == "cuda":
