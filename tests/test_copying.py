@@ -141,7 +141,9 @@ def test_a_closed_stdin_or_stdout_is_one_line(trained_run, closed):
     done = subprocess.run(
         [sys.executable, "-m", "charnn", *args], stderr=subprocess.PIPE, preexec_fn=lambda: os.close(fd)
     )
-    assert done.returncode == 1 and f"{closed} is closed".encode() in done.stderr, done.stderr
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("charnn: error: "), done.stderr
+    assert f"{closed} is closed" in lines[0]
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (an always-full device)")

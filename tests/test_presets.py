@@ -34,7 +34,9 @@ def test_presets_are_described_in_help_with_what_they_reached():
     text = run_cli("train", "--help").stdout
     for name, preset in CATALOGUE.items():
         assert f"  {name} " in text and preset.help in text
-        assert preset.measured  # the figure and the machine, or why there is none
+        assert preset.measured in " ".join(text.split())  # the figure and the machine, or why there is none
+        for variant in preset.by_cpu.values():
+            assert variant.measured in " ".join(text.split())
 
 
 @pytest.mark.parametrize(

@@ -153,12 +153,19 @@ RESUMABLE = frozenset(d.name for d in declared(TrainConfig) if d.how.resumable)
 
 
 def describe_presets() -> str:
+    """The presets for `charnn train --help`: each with what it is, what it reached and where, and its
+    settings on the kinds of CPU that have their own."""
     lines = []
     for name, preset in CATALOGUE.items():
-        lines.append(f"  {name:<8} {preset.help}")
+        lines += [f"  {name:<8} {preset.help}", f"  {'':<8}   {_reached(preset.measured)}"]
         for kind, variant in preset.by_cpu.items():
-            lines.append(f"  {'':<8}   (on {kind} CPUs: {_listed(variant.settings)})")
+            lines.append(f"  {'':<8}   on {kind} CPUs: {_listed(variant.settings)}")
+            lines.append(f"  {'':<8}     {_reached(variant.measured)}")
     return "\n".join(lines)
+
+
+def _reached(measured: str) -> str:
+    return f"reached {measured}" if measured[:1].isdigit() else measured
 
 
 def variant_note(preset: str, kind: str, overrides: dict) -> str:

@@ -14,12 +14,9 @@ from conftest import HAS_CHROMIUM, NO_CHROMIUM, wait_until
 
 pytest.importorskip("onnx", reason="the export extra is not installed (pip install 'charnn[export]')")
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'charnn[serve]')")
-pytestmark = [
-    pytest.mark.skipif(not HAS_CHROMIUM, reason=NO_CHROMIUM),
-    pytest.mark.skipif(
-        not ort_web_available(), reason="onnxruntime-web is not installed from npm (bash scripts/web_deps.sh)"
-    ),
-]
+needs_ort_web = pytest.mark.skipif(
+    not ort_web_available(), reason="onnxruntime-web is not installed from npm (bash scripts/web_deps.sh)"
+)
 
 
 def served(base: str) -> int:
@@ -27,6 +24,8 @@ def served(base: str) -> int:
         return json.load(reply)["served"]
 
 
+@pytest.mark.skipif(not HAS_CHROMIUM, reason=NO_CHROMIUM)
+@needs_ort_web
 def test_run_in_my_browser(browser, model_run, tmp_path):
     with server(model_run) as (base, _):
         browser.get(base + "/")

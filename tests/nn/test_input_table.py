@@ -94,10 +94,21 @@ def test_the_model_hands_its_ids_to_the_training_layers_unless_its_inputs_drop_o
         assert seen == [io_dropout == 0.0]
 
 
-def test_the_kernel_timing_runs_on_ids_where_the_model_hands_them_over():
+def test_the_kernel_timing_runs_on_ids_where_the_model_hands_them_over(monkeypatch):
+    real = cpu_lstm.lstm
     for vocab in (0, 16):  # 16 x 16 <= 6 x 50 characters: the timing's layer takes the table
+        seen = []
+
+        def lstm(x, *args, seen=seen, **kwargs):
+            seen.append((x.dtype, kwargs.get("embedding") is not None))
+            return real(x, *args, **kwargs)
+
+        monkeypatch.setattr(cpu_lstm, "lstm", lstm)
         speedup = cpu_lstm.speedup_over_fused(EMBED, HIDDEN, 1, BATCH, 50, vocab)
         assert 0 < speedup < float("inf")
+        assert len(seen) == cpu_lstm._WARM_UP + cpu_lstm._TIMED and set(seen) == {
+            (torch.int64, True) if vocab else (torch.bfloat16, False)
+        }
 
 
 def test_ids_outside_the_vocabulary_are_refused_as_a_lookup_refuses_them():

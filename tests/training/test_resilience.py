@@ -80,6 +80,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(tmp_path, c
         proc.wait(timeout=30)
         newest = RunDir(killed / "run").checkpoints()[-1]
         load_checkpoint(newest)  # complete and verified, whatever moment the kill hit
+        assert int(newest.name[5:]) >= 3 * ((target - 1) // 3)  # every save finished before it is still there
         load_model(killed / "run")
     result = run_cli("train", "--out", "run", "--resume", "--quiet", cwd=killed)
     assert result.returncode == 0, result.stderr
@@ -221,8 +222,16 @@ def test_resume_on_a_changed_corpus_is_refused(tmp_path, corpus):
 def test_crash_in_the_middle_of_a_model_swap_is_repaired_on_resume(tmp_path, corpus):
     charnn.train(tmp_path / "run", data=str(corpus), max_steps=3, quiet=True, **TINY)
     run = tmp_path / "run"
-    os.replace(run / "model", run / ".model.old-99999")  # the state between the two renames
-    (run / "checkpoints" / ".step-000000004.tmp-99999").mkdir()  # a half-written checkpoint
+    before = snapshot(run / "model")
+
+    def crash() -> None:
+        os.replace(run / "model", run / ".model.old-99999")  # the state between the two renames
+        (run / "checkpoints" / ".step-000000004.tmp-99999").mkdir()  # a half-written checkpoint
+
+    crash()
+    RunDir(run).recover()  # what a resume does first
+    assert snapshot(run / "model") == before and not leftovers(run)  # the model put back, not thrown away
+    crash()
     result = charnn.train(run, resume=True, max_steps=5, quiet=True)
     assert result.steps == 5
     assert load_model(run).info["training"]["steps"] >= 3

@@ -60,6 +60,7 @@ def test_bf16_training_step_tracks_fp32(corpus_file):
         f"bf16 vs fp32: first loss rel diff {first:.2e}, last-5 mean rel diff {last:.2e}, weights {drift:.2e}"
     )
     assert first < 0.01 and last < 0.01
+    assert drift < 1e-2  # 30 Adam steps at 1e-3 move a weight by up to 3e-2; 1.9e-3 apart on an AMX CPU
 
 
 def test_a_nan_loss_is_refused_before_the_weights_change(corpus_file):
