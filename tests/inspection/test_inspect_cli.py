@@ -116,6 +116,12 @@ def test_out_paths_as_a_user_means_them(trained_run, tmp_path):
         preexec_fn=lambda: os.close(1),
     )
     assert closed.returncode == 0 and (tmp_path / "q.html").exists(), closed.stderr  # stdout is not used
+    (tmp_path / "poem.txt").write_text("my poem\n")  # --out where --file was meant: the poem is kept
+    slip = run_cli("inspect", str(trained_run), "--text", TEXT, "--out", "poem.txt", cwd=tmp_path)
+    assert_clean_error(slip, "poem.txt: exists and is not a page charnn inspect wrote")
+    assert (tmp_path / "poem.txt").read_text() == "my poem\n"
+    again = run_cli("inspect", str(trained_run), "--text", "All:", "--out", "p.html", cwd=tmp_path)
+    assert again.returncode == 0 and '"text": "All:"' in (tmp_path / "p.html").read_text()  # a page: replaced
     (tmp_path / "pages").mkdir()
     (tmp_path / "latest.html").symlink_to("pages/today.html")  # dangling until the page is written
     for _ in range(2):

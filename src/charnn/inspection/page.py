@@ -66,12 +66,16 @@ _SCRIPT_SAFE = str.maketrans(
 )
 
 
+_PAGE_START = '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>'
+_TITLE = "charnn inspect: "  # how every page's title begins
+
+
 def render_html(data: dict) -> str:
     """One page holding the view's styles, script and `data`."""
     payload = json.dumps(data, ensure_ascii=False).translate(_SCRIPT_SAFE)
-    title = html.escape(f"charnn inspect: {data['model']}")
+    title = html.escape(f"{_TITLE}{data['model']}")
     return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>\n'
+        f"{_PAGE_START}{title}</title>\n"
         f"<style>{_asset('view.css')}</style></head>\n<body>\n<h1>{title}</h1>\n"
         '<div id="inspect-view"></div>\n'
         f"<script>{_asset('view.js')}</script>\n"
@@ -139,4 +143,19 @@ def _page_path(given: str, loaded: LoadedModel, source: str | None) -> Path:
         )
     if source not in (None, "-") and where == Path(source).expanduser().resolve():
         raise RunDirError(f"{given}: --out is the --file being inspected; write the page elsewhere")
+    if where.is_file() and not _is_page(where):
+        raise RunDirError(
+            f"{given}: exists and is not a page charnn inspect wrote, which alone --out replaces; "
+            "choose another name (--file is the flag for the text to read)"
+        )
     return where if out.is_symlink() else out  # through a link: the page replaces its target, the link stays
+
+
+def _is_page(path: Path) -> bool:
+    """Whether `path` begins as render_html's pages do."""
+    start = (_PAGE_START + _TITLE).encode()
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(start)) == start
+    except OSError:
+        return False
