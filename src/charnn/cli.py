@@ -28,7 +28,7 @@ from charnn.config import (
     debug,
 )
 from charnn.declare import Declared, build, declared
-from charnn.errors import CharnnError, Stopped
+from charnn.errors import CharnnError, RunDirError, Stopped
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
 _GROUPS = ("data", "model", "optimisation", "run")  # the order of train's --help sections
@@ -168,6 +168,8 @@ def _train(args: argparse.Namespace) -> int:
     from charnn.training.run import train
 
     opts = build(RunOptions, given(args, RunOptions))
+    if opts.resume and not opts.out:  # a new folder's name would say "no run to resume here"
+        raise RunDirError("--resume needs --out RUN, the run folder to continue")
     out = opts.out or f"runs/{opts.preset or 'seed'}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     settings = {**given(args, ModelConfig), **given(args, TrainConfig)}
     run = {"preset": opts.preset, "resume": opts.resume, "overwrite": opts.overwrite, "quiet": opts.quiet}

@@ -39,6 +39,11 @@ def test_out_that_cannot_be_a_folder(tmp_path, corpus):
 
 def test_resume_without_a_run(tmp_path):
     assert_clean_error(run_cli("train", "--out", str(tmp_path / "nothing"), "--resume"), "no run to resume")
+    no_out = run_cli(
+        "train", "--resume", "--max-steps", "10", cwd=tmp_path
+    )  # "drop --resume" began the tutorial
+    assert_clean_error(no_out, "--resume needs --out RUN")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unwritable_output_folder(tmp_path, corpus):
