@@ -95,6 +95,7 @@ def test_train_from_a_url_on_the_command_line(server, tmp_path):
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
+    assert "download" not in result.stderr  # --quiet: no bar for the download either
     assert_clean_error(
         run_cli("train", "--data", f"{base}/gone.txt", "--out", str(tmp_path / "r2")),
         "gone.txt",

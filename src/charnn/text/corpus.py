@@ -34,12 +34,15 @@ class Corpus:
         return len(self.ids)
 
 
-def load_corpus(source: str = SHAKESPEARE, encoding: str = "utf-8", vocab: Vocab | None = None) -> Corpus:
-    """Read `source` (`shakespeare`, a file, a folder or a URL); encode it with `vocab` (default: its own)."""
+def load_corpus(
+    source: str = SHAKESPEARE, encoding: str = "utf-8", vocab: Vocab | None = None, quiet: bool = False
+) -> Corpus:
+    """Read `source` (`shakespeare`, a file, a folder or a URL); encode it with `vocab` (default: its own).
+    `quiet`: no progress bar for a download."""
     if source == SHAKESPEARE:
         text, name, files, skipped, folder = _read_shakespeare(), SHAKESPEARE, [], [], False
     else:
-        name, files, skipped, folder = _find_files(source, encoding)
+        name, files, skipped, folder = _find_files(source, encoding, quiet)
         if sum(p.stat().st_size for p in files) > BIG_CORPUS_BYTES:
             from charnn.text.cache import encoded_corpus
 
@@ -119,12 +122,12 @@ def _recode(ids: np.ndarray, own: Vocab, vocab: Vocab, name: str) -> np.ndarray:
     return vocab.encode("".join(own.chars))[ids]
 
 
-def _find_files(source: str, encoding: str) -> tuple[str, list[Path], list[Path], bool]:
+def _find_files(source: str, encoding: str, quiet: bool) -> tuple[str, list[Path], list[Path], bool]:
     """Display name, files to read, files skipped as binary, and whether the source is a folder."""
     if is_url(source):
         from charnn.text.download import fetch
 
-        path = fetch(source)
+        path = fetch(source, quiet)
         check_text_file(path, encoding)
         return source, [path], [], False
     path = Path(source).expanduser()

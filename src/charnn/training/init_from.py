@@ -62,12 +62,12 @@ def resumed(saved: dict) -> Origin | None:
     return Origin(None, Vocab(tuple(record["vocab"])), record) if record else None
 
 
-def corpus_for(origin: Origin, cfg: TrainConfig) -> Corpus:
+def corpus_for(origin: Origin, cfg: TrainConfig, quiet: bool = False) -> Corpus:
     """--data in the model's vocabulary; extended by the characters it lacks where --extend-vocab says so
     (a resumed run uses the vocabulary it recorded)."""
     if origin.loaded is None:
-        return load_corpus(cfg.data, cfg.encoding, origin.vocab)
-    own = load_corpus(cfg.data, cfg.encoding)
+        return load_corpus(cfg.data, cfg.encoding, origin.vocab, quiet)
+    own = load_corpus(cfg.data, cfg.encoding, quiet=quiet)
     added = sorted(set(own.vocab.chars) - set(origin.vocab.chars))
     if added and not cfg.extend_vocab:
         shown = " ".join(repr(c) for c in added[:10])

@@ -127,7 +127,11 @@ def _train(
             distributed.together(ranks, lambda: main and run.prepare(resume=True, overwrite=False))
         corpus = distributed.together(  # a rank without the text: one line on every rank
             ranks,
-            lambda: init_from.corpus_for(origin, cfg) if origin else load_corpus(cfg.data, cfg.encoding),
+            lambda: (
+                init_from.corpus_for(origin, cfg, reporter.quiet)
+                if origin
+                else load_corpus(cfg.data, cfg.encoding, quiet=reporter.quiet)
+            ),
         )
         model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_settings)
         if not _same_on_every_rank(_learning(model_cfg, cfg, corpus.sha256), ranks):
