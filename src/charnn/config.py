@@ -135,8 +135,8 @@ class TrainConfig:
     """How to train; the defaults are the tutorial's (windows of 100, batch 64, Adam 1e-3, 10 epochs)."""
 
     commands: ClassVar = ("train",)
-    data: str = setting(
-        "shakespeare", "'shakespeare' (built in), a text file, a folder of text files or a URL", group="data"
+    data: str = setting(  # resumable: a moved text resumes from where it is now (its sha256 is checked)
+        "shakespeare", "'shakespeare' (built in), a text file, folder or URL", group="data", resumable=True
     )
     encoding: str = setting("utf-8", "text encoding of --data, e.g. latin-1", group="data")
     seq_len: int = setting(100, "characters per training window", ge=1, group="data")

@@ -17,7 +17,7 @@ from pathlib import Path
 from charnn.config import ModelConfig, RunOptions, TrainConfig
 from charnn.declare import build, settle
 from charnn.device import cpu_kind, resolve_device
-from charnn.errors import ConfigError
+from charnn.errors import ConfigError, DataError
 from charnn.evaluation import weight_checks
 from charnn.presets import RESUMABLE, resume_settings, run_settings, settings_for, variant_note
 from charnn.store.checkpoint import load_checkpoint
@@ -99,6 +99,10 @@ def _train(
             origin = init_from.resumed(saved)
         except (KeyError, TypeError, ValueError) as e:
             raise run.args_damaged(e) from None
+        if settings.get("data") is None and cfg.data.startswith("/") and not Path(cfg.data).exists():
+            raise DataError(
+                f"{cfg.data}: the run's text is no longer there; resume with --data PATH where it is now"
+            )
     else:
         preset = preset or "seed"
         plain = model_settings, cfg = settings_for(preset, settings)
