@@ -143,12 +143,15 @@ def test_sighup_during_an_overwrites_start_up_brings_the_old_run_back(tmp_path, 
     }
 
 
-def test_sigterm_during_the_final_weight_check_keeps_the_model_and_resume_finishes_it(tmp_path, corpus):
+@pytest.mark.parametrize(("stop", "code"), [("SIGTERM", 143), ("SIGINT", 130)])  # SIGINT: "interrupted" alone
+def test_a_stop_during_the_final_weight_check_keeps_the_model_and_resume_finishes_it(
+    tmp_path, corpus, stop, code
+):
     result = signal_at(
-        tmp_path, "weight_checks", "SIGTERM", "--data", str(corpus), "--max-steps", "3", *TINY_FLAGS
+        tmp_path, "weight_checks", stop, "--data", str(corpus), "--max-steps", "3", *TINY_FLAGS
     )
     assert_clean_error(
-        result, "stopped by SIGTERM", "step-000000003", "charnn train --out run --resume", code=143
+        result, f"stopped by {stop}", "step-000000003", "charnn train --out run --resume", code=code
     )
     load_model(tmp_path / "run")
     finished = run_cli("train", "--out", "run", "--resume", "--quiet", cwd=tmp_path)

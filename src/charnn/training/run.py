@@ -62,7 +62,7 @@ def train(
 
 
 def _stopped_outside_the_loop(run: RunDir, name: str) -> str:
-    """What SIGTERM or SIGHUP during start-up or the final weight check says (the loop saves first)."""
+    """What a stop signal during start-up or the final weight check says (the loop saves first)."""
     found = run.checkpoints()
     if not found:
         kept = "; the run it was to replace is kept as it was" if run.replacing() else ""

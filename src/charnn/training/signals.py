@@ -1,5 +1,5 @@
 """Stopping cleanly: SIGINT, SIGTERM and SIGHUP (a closed terminal) become a flag the training loop checks
-between steps; outside the loop (start-up, the final weight check) SIGTERM and SIGHUP stop at once."""
+between steps; outside the loop (start-up, the final weight check) they stop at once."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ class StopSignals:
 
 @contextlib.contextmanager
 def stop_at_once(message: Callable[[str], str]) -> Iterator[None]:
-    """SIGTERM and SIGHUP raise `Stopped(message(name))` where they arrive (SIGINT is a KeyboardInterrupt
-    already), so that the clean-up around the work runs and the command line prints one line; a second such
-    signal while that clean-up runs is ignored. The loop's own handlers take over while it runs."""
+    """SIGINT, SIGTERM and SIGHUP raise `Stopped(message(name))` (a KeyboardInterrupt) where they arrive,
+    so that the clean-up around the work runs and the command line prints one line saying what was kept;
+    a second such signal while that clean-up runs is ignored. The loop's own handlers take over in it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -56,7 +56,7 @@ def stop_at_once(message: Callable[[str], str]) -> Iterator[None]:
             fired = True
             raise Stopped(message(signal.Signals(signum).name), 128 + signum)
 
-    previous = {s: signal.signal(s, handle) for s in STOPS if s != signal.SIGINT}
+    previous = {s: signal.signal(s, handle) for s in STOPS}
     try:
         yield
     finally:
