@@ -122,6 +122,12 @@ def test_out_paths_as_a_user_means_them(trained_run, tmp_path):
     assert (tmp_path / "poem.txt").read_text() == "my poem\n"
     again = run_cli("inspect", str(trained_run), "--text", "All:", "--out", "p.html", cwd=tmp_path)
     assert again.returncode == 0 and '"text": "All:"' in (tmp_path / "p.html").read_text()  # a page: replaced
+    os.mkfifo(tmp_path / "pipe")  # as /dev/null would be: the page renamed over it would replace it
+    assert_clean_error(
+        run_cli("inspect", str(trained_run), "--text", TEXT, "--out", "pipe", cwd=tmp_path),
+        "not a regular file",
+    )
+    assert (tmp_path / "pipe").is_fifo()
     (tmp_path / "pages").mkdir()
     (tmp_path / "latest.html").symlink_to("pages/today.html")  # dangling until the page is written
     for _ in range(2):
