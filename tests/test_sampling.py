@@ -6,7 +6,8 @@ import torch
 import charnn
 from charnn.config import SamplingConfig
 from charnn.errors import CharnnError, ConfigError
-from charnn.sampling import draw_noise, filter_logits, pick, pick_rows
+from charnn.sampling import draw_noise, filter_logits, pick, pick_rows, start_text
+from charnn.text.vocab import Vocab
 
 
 @pytest.mark.parametrize(
@@ -107,6 +108,18 @@ def test_unknown_start_characters_are_named_or_skipped(trained_run):
         charnn.generate(trained_run, "Zebra", 10)
     text = charnn.generate(trained_run, "Zest", 10, seed=1, skip_unknown=True)
     assert text.startswith("est") and len(text) == 13
+
+
+def test_a_start_skip_unknown_leaves_nothing_of_is_said(trained_run, capsys):
+    text = charnn.generate(trained_run, "ZZ~", 10, seed=1, skip_unknown=True)
+    assert text == charnn.generate(trained_run, "", 10, seed=1)  # at a new line, as with no start
+    warned = capsys.readouterr().err.splitlines()
+    assert warned == ["charnn: warning: --skip-unknown dropped every char of --start; starting at a new line"]
+    charnn.generate(trained_run, "Zest", 10, seed=1, skip_unknown=True)
+    assert capsys.readouterr().err == ""  # something left: nothing to say
+    no_newline = Vocab(("a", "b"))
+    with pytest.raises(ConfigError, match="dropped every char of --start; give a --start the model knows"):
+        start_text(no_newline, SamplingConfig(start="Z", skip_unknown=True))
 
 
 def test_empty_start_begins_a_line(trained_run):

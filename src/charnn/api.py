@@ -7,6 +7,7 @@ with the same names, defaults and checks as the command line's flags.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,11 @@ def stream(loaded: LoadedModel, cfg: SamplingConfig, weights: str) -> tuple[str,
 
     Problems with the start string are raised here, before anything is generated."""
     start = start_text(loaded.vocab, cfg)
+    if cfg.start and not start:  # --skip-unknown left nothing: say where it starts instead
+        print(
+            "charnn: warning: --skip-unknown dropped every char of --start; starting at a new line",
+            file=sys.stderr,
+        )
     return start, sample(loaded.model, loaded.vocab, cfg, weights_for(loaded, weights, cfg.num_samples))
 
 

@@ -70,6 +70,8 @@ def start_text(vocab: Vocab, cfg: SamplingConfig) -> str:
     if cfg.skip_unknown:
         unknown = set(vocab.unknown(start))
         start = "".join(c for c in start if c not in unknown)
+        if cfg.start and not start and DEFAULT_START not in vocab.chars:  # nowhere else to start
+            raise ConfigError("--skip-unknown dropped every char of --start; give a --start the model knows")
     start_ids(vocab, start)
     return start
 
