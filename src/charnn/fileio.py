@@ -68,6 +68,8 @@ def atomic_stream(path: Path, chunks: Iterable[bytes]) -> None:
     """atomic_write for data produced piece by piece (never all in memory at once)."""
     if not path.name:  # "", "." or "/": no file can be put there
         raise RunDirError(f"{path}: a folder, not a file to write")
+    if path.exists() and not (path.is_file() or path.is_dir()):  # renamed over, /dev/null would be a file
+        raise RunDirError(f"{path}: not a regular file (a device or a pipe); nothing was written")
     tmp = _beside(path, "tmp")
     try:
         with open(tmp, "wb") as f:

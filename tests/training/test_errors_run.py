@@ -39,9 +39,8 @@ def test_out_that_cannot_be_a_folder(tmp_path, corpus):
 
 def test_resume_without_a_run(tmp_path):
     assert_clean_error(run_cli("train", "--out", str(tmp_path / "nothing"), "--resume"), "no run to resume")
-    no_out = run_cli(
-        "train", "--resume", "--max-steps", "10", cwd=tmp_path
-    )  # "drop --resume" began the tutorial
+    # without --out, "drop --resume" was the advice, and that starts the tutorial's 10 epochs
+    no_out = run_cli("train", "--resume", "--max-steps", "10", cwd=tmp_path)
     assert_clean_error(no_out, "--resume needs --out RUN")
     assert not (tmp_path / "runs").exists()
 

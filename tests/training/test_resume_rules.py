@@ -146,27 +146,20 @@ def test_the_log_lines_after_a_resume_are_those_of_a_run_never_stopped(tmp_path,
 
 def test_a_run_whose_text_moved_resumes_from_where_it_is_now(tmp_path, corpus):
     """--data was a setting no resume could change: a moved text, or another machine's path, ended the run."""
-    assert (
-        run_cli(
-            "train", "--out", "run", "--data", str(corpus), "--max-steps", "3", *TINY_FLAGS, cwd=tmp_path
-        ).returncode
-        == 0
+    first = run_cli(
+        "train", "--out", "run", "--data", str(corpus), "--max-steps", "3", *TINY_FLAGS, cwd=tmp_path
     )
+    assert first.returncode == 0, first.stderr
     moved = corpus.rename(tmp_path / "moved.txt")
-    gone = run_cli("train", "--out", "run", "--resume", "--max-steps", "5", cwd=tmp_path)
+    resume = ["train", "--out", "run", "--resume", "--max-steps"]
+    gone = run_cli(*resume, "5", cwd=tmp_path)
     assert_clean_error(gone, f"{corpus}: the run's text is no longer there; resume with --data PATH")
     (tmp_path / "other.txt").write_text(moved.read_text().replace("e", "a"))
-    other = run_cli(
-        "train", "--out", "run", "--resume", "--max-steps", "5", "--data", "other.txt", cwd=tmp_path
-    )
+    other = run_cli(*resume, "5", "--data", "other.txt", cwd=tmp_path)
     assert_clean_error(other, "was trained on a different text than")
-    resumed = run_cli(
-        "train", "--out", "run", "--resume", "--max-steps", "5", "--data", "moved.txt", cwd=tmp_path
-    )
+    resumed = run_cli(*resume, "5", "--data", "moved.txt", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    saved = json.loads((tmp_path / "run/train_args.json").read_text())
-    assert (
-        saved["train"]["data"] == str(moved) and saved["train"]["max_steps"] == 5
-    )  # the next resume finds it
-    again = run_cli("train", "--out", "run", "--resume", "--max-steps", "6", cwd=tmp_path)
+    saved = json.loads((tmp_path / "run/train_args.json").read_text())["train"]
+    assert saved["data"] == str(moved) and saved["max_steps"] == 5  # where the next resume finds the text
+    again = run_cli(*resume, "6", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

@@ -143,10 +143,10 @@ def test_existing_run_is_not_overwritten_by_accident(tmp_path, corpus_file):
     assert (tmp_path / "run" / "model" / "model.safetensors").read_bytes() != before
 
 
-def noise_run(tmp_path: Path, **settings) -> list[dict]:
+def noise_run(tmp_path: Path, **settings) -> dict:
     """60 steps on 6,000 random chars of 10 kinds, validated every 5: nothing to learn but how often each
     char comes, so the validation loss is lowest at step 10 and rises as the model learns the training
-    part by heart. The evaluations, from metrics.jsonl."""
+    part by heart. The best evaluation, from metrics.jsonl."""
     rnd = random.Random(0)
     (tmp_path / "noise.txt").write_text("".join(rnd.choice("abcdefgh \n") for _ in range(6000)))
     run = tmp_path / "run"
@@ -162,15 +162,13 @@ def noise_run(tmp_path: Path, **settings) -> list[dict]:
     )
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in metrics if "val_loss" in e]
-    assert (
-        min(evals, key=lambda e: e["val_loss"])["step"] < evals[-1]["step"] - 10
-    )  # the best is not the last
-    return evals
+    best = min(evals, key=lambda e: e["val_loss"])
+    assert best["step"] < evals[-1]["step"] - 10  # the best is not the last
+    return best
 
 
 def test_best_model_is_kept_by_validation_loss(tmp_path):
-    evals = noise_run(tmp_path)
-    best = min(evals, key=lambda e: e["val_loss"])
+    best = noise_run(tmp_path)
     info = json.loads((tmp_path / "run/model/config.json").read_text())
     assert info["training"]["steps"] == best["step"]
     assert info["training"]["val_loss"] == pytest.approx(best["val_loss"])
@@ -186,8 +184,7 @@ def test_epochs_default_to_ten_and_checkpoint_once_per_epoch(tmp_path):
 
 
 def test_keep_limits_checkpoints_but_never_drops_the_best(tmp_path):
-    evals = noise_run(tmp_path, save_every=5, keep=2)
-    best = min(evals, key=lambda e: e["val_loss"])["step"]
+    best = noise_run(tmp_path, save_every=5, keep=2)["step"]
     names = sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir())
     assert names == [f"step-{best:09d}", "step-000000055", "step-000000060"]
 

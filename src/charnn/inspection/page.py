@@ -143,8 +143,6 @@ def _page_path(given: str, loaded: LoadedModel, source: str | None) -> Path:
         )
     if source not in (None, "-") and where == Path(source).expanduser().resolve():
         raise RunDirError(f"{given}: --out is the --file being inspected; write the page elsewhere")
-    if where.exists() and not (where.is_file() or where.is_dir()):  # renamed over, /dev/null would be a file
-        raise RunDirError(f"{given}: not a regular file (a device or a pipe); --out names the page's file")
     if where.is_file() and not _is_page(where):
         raise RunDirError(
             f"{given}: exists and is not a page charnn inspect wrote, which alone --out replaces; "

@@ -99,7 +99,7 @@ def _train(
             origin = init_from.resumed(saved)
         except (KeyError, TypeError, ValueError) as e:
             raise run.args_damaged(e) from None
-        if settings.get("data") is None and cfg.data.startswith("/") and not Path(cfg.data).exists():
+        if settings.get("data") is None and Path(cfg.data).is_absolute() and not Path(cfg.data).exists():
             raise DataError(
                 f"{cfg.data}: the run's text is no longer there; resume with --data PATH where it is now"
             )
