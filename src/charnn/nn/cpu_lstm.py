@@ -35,6 +35,17 @@ def packed_product(w: Tensor, rows: int):
     return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
 
+def amx_weights(w_hh: Tensor, batch: int, native: Compiled | None, backward: bool = False) -> Tensor | None:
+    """The recurrent weights packed for the AMX units (nn/amx.c), as the forward's product (x @ w_hh.t()) or
+    the backward's (x @ w_hh) takes them, where this CPU has those units and the sizes fit their tiles; else
+    None (the loops then take `packed_product`). On a Xeon with AMX this makes the tutorial's model's
+    training step 1.1x as fast (docs/benchmarks.md)."""
+    hidden = w_hh.shape[1]
+    if native is None or not native.amx or w_hh.dtype != torch.bfloat16 or batch % 16 or hidden % 32:
+        return None
+    return native.amx_pack(w_hh, transposed=backward)
+
+
 class BufferPool:
     """The layer's big work tensors, kept from one training step for the next. Fresh blocks of this size come
     from the kernel as new pages (glibc maps every block over 32 MiB afresh; smaller ones stay on its heap,
@@ -107,14 +118,23 @@ class LSTMLayer(torch.autograd.Function):
         # Each step's input state again, transposed side by side (H, T*B): the recurrent weights' gradient is
         # then one product of contiguous matrices, twice as fast on AMX as one with a transposed operand.
         h_before = pool.take((hidden, steps * batch), w_hh.dtype)
-        recurrent = packed_product(w_hh, batch)
+        packed = amx_weights(w_hh, batch, native)
         if native is None:
             # not a mixed add: it widens
             gates.view(steps * batch, 4 * hidden).copy_(x_part).add_(bias.float())
+            recurrent = packed_product(w_hh, batch)
             _forward_loop(gates, cells, tanh_cells, out, h_before, recurrent, h0, c0.float())
+        elif packed is not None:
+            h_before[:, :batch].copy_(h0.t())
+            ids = None if embedding is None else x_flat
+            c, b = c0.float().contiguous(), bias.float().contiguous()
+            native.forward_loop(
+                gates, x_part, ids, b, packed, h0.contiguous(), c, cells, tanh_cells, out, h_before
+            )
         else:
             h_before[:, :batch].copy_(h0.t())
             h, c, b = h0.contiguous(), c0.float().contiguous(), bias.float().contiguous()
+            recurrent = packed_product(w_hh, batch)
             for t in range(steps):
                 h_t = h_before[:, (t + 1) * batch :] if t + 1 < steps else None
                 ids = None if embedding is None else x_flat[t]
@@ -136,7 +156,8 @@ class LSTMLayer(torch.autograd.Function):
         dh_next = torch.zeros(batch, hidden, dtype=w_hh.dtype) if d_hn is None else d_hn.to(w_hh.dtype)
         dc = torch.zeros(batch, hidden) if d_cn is None else d_cn.float()
         transposed = _transposed if ctx.native is None else ctx.native.transposed
-        recurrent = packed_product(transposed(w_hh), batch)
+        packed = amx_weights(w_hh, batch, ctx.native, backward=True)
+        recurrent = packed_product(transposed(w_hh), batch) if packed is None else None
         if ctx.native is None:
             dh_next, dc = _backward_loop(
                 gates, cells, tanh_cells, c0.float(), d_out, dh_next, dc, dz, recurrent
@@ -149,12 +170,18 @@ class LSTMLayer(torch.autograd.Function):
             rows = 1 if embedding is None else embedding.shape[0]
             sums = ctx.pool.take((torch.get_num_threads(), rows, 4 * hidden)).zero_()
             dh_next, dc, c_first = dh_next.contiguous(), dc.contiguous().clone(), c0.float().contiguous()
-            for t in range(steps - 1, -1, -1):
-                c_before = cells[t - 1] if t else c_first
-                ids = None if embedding is None else x_flat[t]
-                step = (gates[t], c_before, tanh_cells[t], d_out[t], dh_next, dc, dz[t], sums, ids)
-                ctx.native.backward(*step)
-                dh_next = recurrent(dz[t].view(batch, 4 * hidden))
+            if packed is not None:
+                dh_next = dh_next.clone()  # the loop writes each step's into it
+                ids = None if embedding is None else x_flat
+                step = (gates, cells, c_first, tanh_cells, d_out, dh_next, dc, dz, sums, ids, packed)
+                ctx.native.backward_loop(*step)
+            else:
+                for t in range(steps - 1, -1, -1):
+                    c_before = cells[t - 1] if t else c_first
+                    ids = None if embedding is None else x_flat[t]
+                    step = (gates[t], c_before, tanh_cells[t], d_out[t], dh_next, dc, dz[t], sums, ids)
+                    ctx.native.backward(*step)
+                    dh_next = recurrent(dz[t].view(batch, 4 * hidden))
             d_table = sums.sum(0)
             d_bias = d_table.sum(0)
             ctx.pool.give(sums)

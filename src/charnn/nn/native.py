@@ -1,6 +1,7 @@
 """charnn's compiled CPU code: the LSTM layer's time steps in training and the pointwise part of
-generation's LSTM and GRU steps with bf16 weights (lstm_steps.c), dropout (dropout.c) and a transpose of
-16-bit matrices (transpose.c), built on first use with this machine's C compiler, for its CPU
+generation's LSTM and GRU steps with bf16 weights (lstm_steps.c), dropout (dropout.c), a transpose of
+16-bit matrices (transpose.c) and, on CPUs with AMX, the layer's loops with their recurrent products
+(amx.c), built on first use with this machine's C compiler, for its CPU
 (-march=native), and kept in the cache folder under a name that changes with the sources, the flags, the
 compiler and the CPU. Where no compiler is found or the build fails, `compiled()` says why, and the layer
 runs its steps as PyTorch operations and dropout is PyTorch's instead (slower)."""
@@ -24,7 +25,7 @@ from charnn.device import cpu_info
 from charnn.fileio import cache_root
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "lstm_steps.c", HERE / "dropout.c", HERE / "transpose.c"]
+SOURCES = [HERE / "lstm_steps.c", HERE / "dropout.c", HERE / "transpose.c", HERE / "amx.c"]
 HEADERS = [HERE / "bf16.h"]
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 # Tried in order: 512-bit vectors where the CPU has them (4% faster a step on AMX than 256-bit), OpenMP (it
@@ -49,9 +50,19 @@ class Compiled:
         self._gru_generate.argtypes = [i64, i64, *[ptr] * 6, ctypes.c_int]
         self._transpose = lib.transpose16
         self._transpose.argtypes = [i64, i64, ptr, i64, ptr, ctypes.c_int]
+        self._amx_pack, self._amx_product = lib.amx_pack, lib.amx_product
+        self._amx_pack.argtypes = [i64, i64, ptr, ctypes.c_int, ptr, ctypes.c_int]
+        self._amx_product.argtypes = [i64, i64, i64, ptr, ptr, ptr, ctypes.c_int]
+        self._forward_loop, self._backward_loop = lib.lstm_forward_loop, lib.lstm_backward_loop
+        self._forward_loop.argtypes = [i64, i64, i64, *[ptr] * 12, ctypes.c_int]
+        self._backward_loop.argtypes = [i64, i64, i64, *[ptr] * 9, i64, ptr, ptr, ctypes.c_int]
         steps = (self._forward, self._backward, self._lstm_generate, self._gru_generate)
-        for function in (*steps, self._dropout, self._transpose):
+        amx = (self._amx_pack, self._amx_product, self._forward_loop, self._backward_loop)
+        for function in (*steps, self._dropout, self._transpose, *amx):
             function.restype = None
+        lib.amx_ready.argtypes, lib.amx_ready.restype = [], ctypes.c_int
+        # Intel's matrix units, where this CPU has them and the OS lets this process use them
+        self.amx = bool(lib.amx_ready())
 
     def forward(
         self, gates: Tensor, x_part: Tensor, bias: Tensor, recurrent: Tensor, c_prev: Tensor, cell: Tensor,
@@ -118,6 +129,56 @@ class Compiled:
         out = torch.empty(cols, rows, dtype=x.dtype)
         self._transpose(rows, cols, x.data_ptr(), x.stride(0), out.data_ptr(), torch.get_num_threads())
         return out
+
+    def amx_pack(self, w: Tensor, transposed: bool = False) -> Tensor:
+        """The right side of `amx_product`: w.t() for w (n, k), or w itself for w (k, n) where `transposed`;
+        bf16, n % 16 == 0 and k % 32 == 0. Shaped (n / 16, k / 32, 512): a tile of the units per row."""
+        w = w.contiguous()
+        k, n = w.shape if transposed else w.shape[::-1]
+        packed = torch.empty(n // 16, k // 32, 512, dtype=torch.bfloat16)
+        self._amx_pack(n, k, w.data_ptr(), transposed, packed.data_ptr(), torch.get_num_threads())
+        return packed
+
+    def amx_product(self, x: Tensor, packed: Tensor) -> Tensor:
+        """x @ the matrix `packed` holds (amx_pack), in bf16 (fp32 sums, rounded once) on the AMX units:
+        x bf16 of k columns, its rows a multiple of 16."""
+        x = x.contiguous()
+        rows, n = x.shape[0], packed.shape[0] * 16
+        out = torch.empty(rows, n, dtype=torch.bfloat16)
+        self._amx_product(
+            rows, n, x.shape[1], x.data_ptr(), packed.data_ptr(), out.data_ptr(), torch.get_num_threads()
+        )
+        return out
+
+    def forward_loop(
+        self, gates: Tensor, x_part: Tensor, ids: Tensor | None, bias: Tensor, packed: Tensor, h0: Tensor,
+        c0: Tensor, cells: Tensor, tanh_cells: Tensor, out: Tensor, h_before: Tensor,
+    ) -> None:  # fmt: skip
+        """All the forward's steps (`forward`'s tensors for every step: x_part a row per step and batch row,
+        or a table where `ids` (steps x batch) is given), each after its product with the recurrent weights
+        `packed` (amx_pack) on the AMX units; h_before's first `batch` columns hold h0 transposed."""
+        steps, batch, hidden = out.shape
+        recurrent = torch.empty(batch, 4 * hidden, dtype=torch.bfloat16)  # each step's product
+        ids_at = None if ids is None else ids.data_ptr()
+        self._forward_loop(
+            steps, batch, hidden, gates.data_ptr(), x_part.data_ptr(), ids_at, bias.data_ptr(),
+            packed.data_ptr(), h0.data_ptr(), c0.data_ptr(), cells.data_ptr(), tanh_cells.data_ptr(),
+            out.data_ptr(), h_before.data_ptr(), recurrent.data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+
+    def backward_loop(
+        self, gates: Tensor, cells: Tensor, c0: Tensor, tanh_cells: Tensor, d_out: Tensor, dh_next: Tensor,
+        dc: Tensor, dz: Tensor, sums: Tensor, ids: Tensor | None, packed: Tensor,
+    ) -> None:  # fmt: skip
+        """All the backward's steps, last first (`backward`'s tensors for every step), each followed by the
+        product of its dz with the recurrent weights `packed` (amx_pack, transposed) into dh_next: the last
+        step's output gradient from later ones going in, the first step's input state's coming out."""
+        steps, batch, hidden = d_out.shape
+        self._backward_loop(
+            steps, batch, hidden, gates.data_ptr(), cells.data_ptr(), c0.data_ptr(), tanh_cells.data_ptr(),
+            d_out.data_ptr(), dh_next.data_ptr(), dc.data_ptr(), dz.data_ptr(), sums.data_ptr(),
+            sums.shape[1], None if ids is None else ids.data_ptr(), packed.data_ptr(), sums.shape[0],
+        )  # fmt: skip
 
     def dropout(self, x: Tensor, out: Tensor, drop_below: int, scale: float, seed: int) -> None:
         """out = x * scale where the hash of (seed, element) is at least drop_below (of 2^32), else 0;
