@@ -48,3 +48,27 @@ def test_out_of_range_values_are_one_line_errors(tmp_path, args, needle):
     assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
     assert needle in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_mistyped_flag_is_refused_with_its_commands_usage_and_the_nearest_flag():
+    result = run_cli("generate", "run", "--temprature", "0.5")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: charnn generate")
+    assert result.stderr.endswith("unrecognized arguments: --temprature 0.5; did you mean --temperature?\n")
+    far = run_cli("train", "--colour", "blue")  # nothing near: no guess
+    assert far.returncode == 2 and far.stderr.endswith(
+        "charnn train: error: unrecognized arguments: --colour blue\n"
+    )
+
+
+def test_a_flags_value_of_two_dashes_is_that_text():
+    # argparse in Python 3.11 takes `--start=--`'s value for the end of the options and gives an empty list
+    result = run_cli("generate", "shakespeare", "--start=--", "--length", "5", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("--") and len(result.stdout) == 2 + 5 + 1
+    for args, needle in (
+        (["train", "--epochs=--"], "argument --epochs: invalid value: '--'"),
+        (["train", "--cell=--"], "argument --cell: invalid choice: '--' (choose from 'lstm', 'gru', 'rnn')"),
+    ):
+        bad = run_cli(*args)
+        assert bad.returncode == 2 and needle in bad.stderr, bad.stderr

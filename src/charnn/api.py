@@ -65,7 +65,9 @@ def stream(loaded: LoadedModel, cfg: SamplingConfig, weights: str) -> tuple[str,
             "charnn: warning: --skip-unknown dropped every char of --start; starting at a new line",
             file=sys.stderr,
         )
-    return start, sample(loaded.model, loaded.vocab, cfg, weights_for(loaded, weights, cfg.num_samples))
+    return start, sample(
+        loaded.model, loaded.vocab, cfg, weights_for(loaded, weights, cfg.num_samples), start
+    )
 
 
 def generate(

@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from charnn.config import (
@@ -24,62 +24,13 @@ from charnn.config import (
     SamplingConfig,
     ServeConfig,
     TrainConfig,
-    command_settings,
     debug,
 )
-from charnn.declare import Declared, build, declared
+from charnn.declare import build
 from charnn.errors import CharnnError, RunDirError, Stopped
+from charnn.flags import add_settings, given, parse, switch
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
-_GROUPS = ("data", "model", "optimisation", "run")  # the order of train's --help sections
-
-
-def help_text(d: Declared) -> str:
-    """A flag's help: the declaration's line, its default, and its older names."""
-    older = f"; {', '.join(d.how.aliases)} is its older name" if d.how.aliases else ""
-    return f"{d.how.help} (default: {d.shown_default()}{older})"
-
-
-def _parse_with(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except CharnnError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    return convert
-
-
-def add_settings(parser: argparse.ArgumentParser, command: str, choices: dict | None = None) -> None:
-    """A flag for every setting `command` takes (see config.command_settings), parsed to None when not given,
-    so that a preset's, a saved run's or the declared default applies."""
-    groups = {name: parser.add_argument_group(name) for name in _GROUPS} if command == "train" else {}
-    exclusive: dict[str, Any] = {}
-    for d in command_settings(command):
-        target = groups.get(d.how.group, parser)
-        if d.how.exclusive:
-            if d.how.exclusive not in exclusive:
-                exclusive[d.how.exclusive] = target.add_mutually_exclusive_group()
-            target = exclusive[d.how.exclusive]
-        kwargs: dict[str, Any] = {"dest": d.name, "default": None, "help": help_text(d)}
-        if d.kind is bool:
-            kwargs["action"] = "store_false" if d.default is True else "store_true"
-        else:
-            kwargs["type"] = _parse_with(d.how.parse) if d.how.parse else d.kind
-            allowed = (choices or {}).get(d.name, d.how.choices)
-            if allowed:
-                kwargs["choices"] = (*allowed, *(old for old, _ in d.how.old_values))
-                kwargs["metavar"] = "{" + ",".join(allowed) + "}"
-        target.add_argument(d.flag, *d.how.aliases, **kwargs)
-
-
-def given(args: argparse.Namespace, cls: type) -> dict:
-    """The values of `cls`'s settings on the command line (None where not given)."""
-    return {d.name: getattr(args, d.name) for d in declared(cls) if hasattr(args, d.name)}
-
-
-def _switch(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
-    parser.add_argument(flag, action="store_true", help=f"{help} (default: off)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -95,7 +46,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_settings(p, "train", choices={"preset": tuple(CATALOGUE)})
-    p.set_defaults(handler=_train)
+    p.set_defaults(handler=_train, command_parser=p)
 
 
 def _model_command(
@@ -103,6 +54,7 @@ def _model_command(
 ) -> argparse.ArgumentParser:
     """A subcommand whose first argument is a model (run folder or model folder)."""
     p = sub.add_parser(name, help=help, **kwargs)
+    p.set_defaults(command_parser=p)
     p.add_argument(
         "model",
         metavar="MODEL",
@@ -126,10 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_generate
     )
     p = _model_command(sub, "evaluate", "loss over a whole split of a text")
-    _switch(p, "--json", "print one JSON object")
+    switch(p, "--json", "print one JSON object")
     p.set_defaults(handler=_evaluate)
     p = _model_command(sub, "info", "what a model is and how it was trained")
-    _switch(p, "--json", "print one JSON object")
+    switch(p, "--json", "print one JSON object")
     p.set_defaults(handler=_info)
     description = "Serve the playground page and the HTTP API (needs: pip install 'charnn[serve]')."
     p = _model_command(
@@ -143,10 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_command(sub, "export", "the model as ONNX, or as a web page", description=description)
     p.set_defaults(handler=_export)
     p = _model_command(sub, "copying", "how much of what a model writes is copied from its training text")
-    _switch(p, "--json", "print one JSON object")
+    switch(p, "--json", "print one JSON object")
     p.set_defaults(handler=_copying)
     p = _model_command(sub, "inspect", "a page showing what a model expects and what its units track")
-    _switch(p, "--json", "print one JSON object instead of writing the page")
+    switch(p, "--json", "print one JSON object instead of writing the page")
     p.set_defaults(handler=_inspect)
     p = sub.add_parser(
         "bench",
@@ -155,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         "weight format, start-up time, peak memory, and this machine's GEMM and matrix-vector rates. "
         "benchmarks/run.py adds the naive PyTorch port beside it.",
     )
-    _switch(p, "--quick", "fewer steps, no scaling table (under 2 minutes)")
-    _switch(p, "--json", "print one JSON object")
-    p.set_defaults(handler=_bench)
+    switch(p, "--quick", "fewer steps, no scaling table (under 2 minutes)")
+    switch(p, "--json", "print one JSON object")
+    p.set_defaults(handler=_bench, command_parser=p)
     return parser
 
 
@@ -333,7 +285,7 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if sys.stdout is None:  # closed: train, serve, export and inspect's page print only progress there
         if args.handler not in (_train, _serve, _export) and not (args.handler is _inspect and not args.json):
             print("charnn: error: stdout is closed: there is nowhere to print the result", file=sys.stderr)

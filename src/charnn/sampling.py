@@ -115,17 +115,19 @@ def feed_start(model: CharRNN, ids: list[int], rows: int) -> tuple[Tensor, tuple
 
 @torch.no_grad()
 def sample(
-    model: CharRNN, vocab: Vocab, cfg: SamplingConfig, weights: str | None = "fp32"
+    model: CharRNN, vocab: Vocab, cfg: SamplingConfig, weights: str | None = "fp32", start: str | None = None
 ) -> Iterator[list[str]]:
     """Yield, per step, the next char of each of the `cfg.num_samples` samples, generated as one batch.
 
-    The start string goes through the model in one call; then each step runs on a StepModel holding the
-    weights in format `weights` (None: the model itself, one call per char, the slow reference path).
+    The start string (`start` as `start_text` worked it out, else worked out here) goes through the model in
+    one call; then each step runs on a StepModel holding the weights in format `weights` (None: the model
+    itself, one call per char, the slow reference path).
     """
     with eval_mode(model):
         device = model.device
         generator = seeded(cfg.seed)
-        logits, state = feed_start(model, start_ids(vocab, start_text(vocab, cfg)), cfg.num_samples)
+        start = start_text(vocab, cfg) if start is None else start
+        logits, state = feed_start(model, start_ids(vocab, start), cfg.num_samples)
         stepper = StepModel(model, weights) if weights else None
         for i in range(cfg.length):
             nxt = pick(logits.cpu(), cfg, generator)
