@@ -87,9 +87,10 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         command = args.command_parser
-        flags = [flag for action in command._actions for flag in action.option_strings]
-        typed = [u.split("=", 1)[0] for u in unknown if u.startswith("-")]
-        near = [m for t in typed for m in difflib.get_close_matches(t, flags, n=1) if m != t]
-        hint = f"; did you mean {near[0]}?" if near else ""
+        # names compared without their dashes, which would make any two flags look alike
+        flags = {flag.lstrip("-"): flag for action in command._actions for flag in action.option_strings}
+        typed = [u.split("=", 1)[0].lstrip("-") for u in unknown if u.startswith("-")]
+        near = [m for t in typed for m in difflib.get_close_matches(t, flags, n=1, cutoff=0.75) if m != t]
+        hint = f"; did you mean {flags[near[0]]}?" if near else ""
         command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     return args
