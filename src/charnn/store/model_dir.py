@@ -89,8 +89,6 @@ def resolve_model_dir(path: str | Path) -> Path:
         p = SHIPPED_DIR / str(path)
     if not p.exists():
         raise ModelFileError(f"{p}: no such run or model folder")
-    # A crash between the two renames of a model swap leaves only the previous model, under a temp name.
-    swapped_out = sorted(p.glob(f".{MODEL_DIR}.old-*"))
     if (p / "state.json").exists() and p.parent.name == CHECKPOINTS_DIR:  # its weights, but not a model
         run = p.parent.parent
         raise ModelFileError(
@@ -100,9 +98,9 @@ def resolve_model_dir(path: str | Path) -> Path:
         raise ModelFileError(
             f"{p}: an export (charnn export), not a model charnn reads; give the model it came from"
         )
-    for candidate in (p / MODEL_DIR, p, *swapped_out):
-        if (candidate / "config.json").exists() or (candidate / "model.safetensors").exists():
-            return candidate
+    found = _model_in(p)
+    if found is not None:
+        return found
     if (p / "train_args.json").exists():
         if (p / REPLACED_DIR / MODEL_DIR).is_dir():  # an --overwrite that stopped before a checkpoint
             raise ModelFileError(
@@ -111,6 +109,23 @@ def resolve_model_dir(path: str | Path) -> Path:
             )
         raise ModelFileError(f"{p}: the run has no model yet (one is saved at its first evaluation)")
     raise ModelFileError(f"{p}: not a charnn run or model folder (no config.json or {MODEL_DIR}/ inside)")
+
+
+def _model_in(p: Path) -> Path | None:
+    """The model folder in `p`: its model/, `p` itself, or a model/ moved aside by a swap (write_folder),
+    where a crash between its two renames leaves only the previous model, under a temporary name. A run
+    swapping its model at that moment is met by looking at model/ once more after the moved-aside copies."""
+
+    def holds_model(folder: Path) -> bool:
+        return (folder / "config.json").exists() or (folder / "model.safetensors").exists()
+
+    for candidate in (p / MODEL_DIR, p):
+        if holds_model(candidate):
+            return candidate
+    for candidate in (*sorted(p.glob(f".{MODEL_DIR}.old-*")), p / MODEL_DIR):
+        if holds_model(candidate):
+            return candidate
+    return None
 
 
 NO_VERIFY = "pass --no-verify to load it anyway"
@@ -189,7 +204,7 @@ def _a(noun: str) -> str:
     return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
-_READS = 5  # a model read again at most this often while a training run keeps replacing it
+_READS = 20  # a model read again at most this often while a training run keeps replacing it
 
 
 def load_model(
@@ -209,8 +224,9 @@ def load_model(
             return _load(directory, device, verify, advice)
         except ModelFileError:
             reads += 1
-            if reads == _READS or _identity(directory) == before:
-                raise  # not replaced meanwhile: what is wrong is in the files
+            # not replaced meanwhile (gone before the read began counts as replaced): the files are at fault
+            if reads == _READS or (before is not None and _identity(directory) == before):
+                raise
 
 
 def _identity(directory: Path) -> tuple[int, int, int] | None:
