@@ -130,9 +130,8 @@ class LSTMLayer(torch.autograd.Function):
             h_before[:, :batch].copy_(h0.t())
             ids = None if embedding is None else x_flat
             c, b = c0.float().contiguous(), bias.float().contiguous()
-            native.forward_loop(
-                gates, x_part, ids, b, packed, h0.contiguous(), c, cells, tanh_cells, out, h_before
-            )
+            h = h0.to(w_hh.dtype).contiguous()  # read as the weights' bf16 by the loop
+            native.forward_loop(gates, x_part, ids, b, packed, h, c, cells, tanh_cells, out, h_before)
         else:
             h_before[:, :batch].copy_(h0.t())
             h, c, b = h0.contiguous(), c0.float().contiguous(), bias.float().contiguous()
