@@ -74,6 +74,13 @@ def test_the_layer_on_amx_computes_what_it_does_a_step_at_a_time(batch, layers, 
         assert float((a - b).norm() / b.norm()) < 0.01
 
 
+def test_the_product_refuses_what_its_tiles_do_not_take():
+    packed = COMPILED.amx_pack(torch.zeros(32, 64, dtype=torch.bfloat16))
+    for x in (torch.zeros(24, 64), torch.zeros(24, 64).bfloat16(), torch.zeros(16, 32).bfloat16()):
+        with pytest.raises(ValueError, match="bf16 rows in 16s of 64"):
+            COMPILED.amx_product(x, packed)
+
+
 @pytest.mark.parametrize(("batch", "hidden"), [(24, 64), (16, 48)])
 def test_sizes_that_do_not_fit_the_tiles_take_onednns_product(batch, hidden):
     w = torch.zeros(4 * hidden, hidden, dtype=torch.bfloat16)

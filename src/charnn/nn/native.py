@@ -143,10 +143,12 @@ class Compiled:
         """x @ the matrix `packed` holds (amx_pack), in bf16 (fp32 sums, rounded once) on the AMX units:
         x bf16 of k columns, its rows a multiple of 16."""
         x = x.contiguous()
-        rows, n = x.shape[0], packed.shape[0] * 16
+        rows, n, k = x.shape[0], packed.shape[0] * 16, packed.shape[1] * 32
+        if x.dtype != torch.bfloat16 or rows % 16 or x.shape[1] != k:
+            raise ValueError(f"the AMX product takes bf16 rows in 16s of {k}, got {x.dtype} {tuple(x.shape)}")
         out = torch.empty(rows, n, dtype=torch.bfloat16)
         self._amx_product(
-            rows, n, x.shape[1], x.data_ptr(), packed.data_ptr(), out.data_ptr(), torch.get_num_threads()
+            rows, n, k, x.data_ptr(), packed.data_ptr(), out.data_ptr(), torch.get_num_threads()
         )
         return out
 
