@@ -1,5 +1,5 @@
-"""charnn's recurrent product on Intel's AMX units (nn/amx.c) and the layer's loops that run it: exact where
-fp32 sums are exact, and the layer the same as where it takes oneDNN's product a step at a time."""
+"""charnn's recurrent product on Intel's AMX units (nn/amx.c): exact where fp32 sums are exact, and taken
+only where the tiles fit (the layer's loops that run it: test_cpu_lstm.py)."""
 
 import pytest
 import torch
@@ -44,34 +44,6 @@ def test_the_tutorial_sized_products_are_rounded_once_from_fp32_sums():
         # one rounding to bf16 (2^-9 relative) of sums taken in another order than the fp32 reference's
         assert float(((out.float() - exact).abs() / exact.abs().clamp(min=1e-3)).median()) < 2**-9
         assert float((out.float() - exact).norm() / exact.norm()) < 2e-3
-
-
-def layer_run(batch: int, layers: int, amx: bool, monkeypatch) -> list[torch.Tensor]:
-    """Outputs, last state and every gradient (fp32) of charnn's bf16 layer, with or without the AMX loops."""
-    monkeypatch.setattr(COMPILED, "amx", amx)
-    gen = torch.Generator().manual_seed(4)
-    weights = cpu_lstm.random_weights(32, 64, layers, gen, bias_scale=0.5)
-    x = torch.randn(batch, 37, 32, generator=gen)
-    state = [torch.randn(layers, batch, 64, generator=gen) * 0.5 for _ in range(2)]
-    leaves = [t.bfloat16().requires_grad_() for t in (x, *state, *weights)]
-    out, (h_n, c_n) = cpu_lstm.lstm(leaves[0], (leaves[1], leaves[2]), leaves[3:], 0.0, True)
-    probes = [torch.randn(t.shape, generator=gen) for t in (out, h_n, c_n)]
-    sum((t.float() * p).sum() for t, p in zip((out, h_n, c_n), probes, strict=True)).backward()
-    return [t.detach().float() for t in (out, h_n, c_n)] + [t.grad.float() for t in leaves]
-
-
-@pytest.mark.parametrize(("batch", "layers"), [(16, 1), (80, 2)])
-def test_the_layer_on_amx_computes_what_it_does_a_step_at_a_time(batch, layers, monkeypatch):
-    calls = []
-    loop = COMPILED.forward_loop
-    monkeypatch.setattr(COMPILED, "forward_loop", lambda *a: calls.append(1) or loop(*a))
-    on_amx = layer_run(batch, layers, True, monkeypatch)
-    assert len(calls) == layers  # the sizes fit the tiles: every layer ran its loop on the units
-    stepwise = layer_run(batch, layers, False, monkeypatch)
-    assert len(calls) == layers
-    for a, b in zip(on_amx, stepwise, strict=True):
-        # bf16 rounding of sums made in another order: a few bf16 steps apart, not more
-        assert float((a - b).norm() / b.norm()) < 0.01
 
 
 def test_the_product_refuses_what_its_tiles_do_not_take():

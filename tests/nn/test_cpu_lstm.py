@@ -113,6 +113,28 @@ def test_the_model_runs_given_training_layers_only_while_recording_gradients():
         assert torch.equal(model.rnn(emb, state)[0], theirs)
 
 
+@pytest.mark.skipif(
+    native.compiled()[0] is None or not native.compiled()[0].amx,
+    reason="this CPU has no AMX units (or the OS does not grant them)",
+)
+@pytest.mark.parametrize(("batch", "layers"), [(16, 1), (80, 2)])
+def test_the_layer_on_amx_computes_what_it_does_a_step_at_a_time(batch, layers, monkeypatch):
+    steps = native.compiled()[0]
+    calls = []
+    loop = steps.forward_loop
+    monkeypatch.setattr(steps, "forward_loop", lambda *a: calls.append(1) or loop(*a))
+    x, state = inputs(batch, 37, 32, 64, layers)
+    weights = random_lstm(layers, 32, 64)
+    on_amx = outputs_and_grads(hand_written, x, state, weights, torch.bfloat16)
+    assert len(calls) == layers  # the sizes fit the tiles: every layer ran its loop on the units
+    monkeypatch.setattr(steps, "amx", False)
+    stepwise = outputs_and_grads(hand_written, x, state, weights, torch.bfloat16)
+    assert len(calls) == layers
+    for a, b in zip([*on_amx[0], *on_amx[1]], [*stepwise[0], *stepwise[1]], strict=True):
+        # bf16 rounding of sums made in another order: a few bf16 steps apart, not more
+        assert float((a - b).norm() / b.norm()) < 0.01
+
+
 def test_buffers_reused_across_steps_give_what_fresh_ones_give():
     x, state = inputs(4, 20, 8, 16, 2)
     weights = [w.bfloat16() for w in random_lstm(2, 8, 16)]

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "lstm_steps.h"
+
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -122,13 +124,6 @@ void amx_product(int64_t m, int64_t n, int64_t k, const uint16_t *a, const uint1
         _tile_release();
     }
 }
-
-void lstm_forward_step(int64_t batch, int64_t hidden, float *gates, const uint16_t *x_part, const int64_t *ids,
-                       const float *bias, const uint16_t *recurrent, const float *c_prev, float *cell,
-                       float *tanh_cell, uint16_t *h, uint16_t *h_t, int64_t h_t_stride, int threads);
-void lstm_backward_step(int64_t batch, int64_t hidden, const float *gates, const float *c_prev,
-                        const float *tanh_cell, const uint16_t *d_out, const uint16_t *dh_next, float *dc,
-                        uint16_t *dz, float *sums, int64_t rows, const int64_t *ids, int threads);
 
 /* The layer's forward loop (cpu_lstm.LSTMLayer) with its products here: `steps` time steps of
    lstm_forward_step, each after the product of the step's input state with the packed recurrent weights

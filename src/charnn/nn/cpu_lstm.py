@@ -126,22 +126,21 @@ class LSTMLayer(torch.autograd.Function):
             gates.view(steps * batch, 4 * hidden).copy_(x_part).add_(bias.float())
             recurrent = packed_product(w_hh, batch)
             _forward_loop(gates, cells, tanh_cells, out, h_before, recurrent, h0, c0.float())
-        elif packed is not None:
-            h_before[:, :batch].copy_(h0.t())
-            ids = None if embedding is None else x_flat
-            c, b = c0.float().contiguous(), bias.float().contiguous()
-            h = h0.to(w_hh.dtype).contiguous()  # read as the weights' bf16 by the loop
-            native.forward_loop(gates, x_part, ids, b, packed, h, c, cells, tanh_cells, out, h_before)
         else:
             h_before[:, :batch].copy_(h0.t())
-            h, c, b = h0.contiguous(), c0.float().contiguous(), bias.float().contiguous()
-            recurrent = packed_product(w_hh, batch)
-            for t in range(steps):
-                h_t = h_before[:, (t + 1) * batch :] if t + 1 < steps else None
-                ids = None if embedding is None else x_flat[t]
-                x_t = x_part if embedding is not None else x_part[t * batch : (t + 1) * batch]
-                native.forward(gates[t], x_t, b, recurrent(h), c, cells[t], tanh_cells[t], out[t], h_t, ids)
-                h, c = out[t], cells[t]
+            h, c, b = h0.to(w_hh.dtype).contiguous(), c0.float().contiguous(), bias.float().contiguous()
+            if packed is not None:
+                ids = None if embedding is None else x_flat
+                native.forward_loop(gates, x_part, ids, b, packed, h, c, cells, tanh_cells, out, h_before)
+            else:
+                recurrent = packed_product(w_hh, batch)
+                for t in range(steps):
+                    h_t = h_before[:, (t + 1) * batch :] if t + 1 < steps else None
+                    ids = None if embedding is None else x_flat[t]
+                    x_t = x_part if embedding is not None else x_part[t * batch : (t + 1) * batch]
+                    step = (gates[t], x_t, b, recurrent(h), c, cells[t], tanh_cells[t], out[t], h_t, ids)
+                    native.forward(*step)
+                    h, c = out[t], cells[t]
         if embedding is None:
             pool.give(x_part)
         ctx.save_for_backward(x_flat, out, h0, c0, w_ih, w_hh, gates, cells, tanh_cells, h_before, embedding)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "lstm_steps.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif

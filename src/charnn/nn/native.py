@@ -26,7 +26,7 @@ from charnn.fileio import cache_root
 
 HERE = Path(__file__).parent
 SOURCES = [HERE / "lstm_steps.c", HERE / "dropout.c", HERE / "transpose.c", HERE / "amx.c"]
-HEADERS = [HERE / "bf16.h"]
+HEADERS = [HERE / "bf16.h", HERE / "lstm_steps.h"]
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 # Tried in order: 512-bit vectors where the CPU has them (4% faster a step on AMX than 256-bit), OpenMP (it
 # shares PyTorch's thread pool: the same libgomp), then neither.
