@@ -66,9 +66,11 @@ def test_steps_compiled_give_the_pytorch_steps_numbers(cell, layers, weights):
     x = torch.randint(0, 23, (64, 30), generator=torch.Generator().manual_seed(0))
     (out, state), (ref, ref_state) = steps(x), plain(x)
     assert not torch.equal(out, ref)  # another path was taken
+    # bf16: the same arithmetic but for the activations' last bits, which move the state's bf16 rounding;
+    # int8: the compiled product's activations are 16-bit integers (test_int8.py), PyTorch's bf16
+    tolerance = 1e-3 if weights == "bf16" else 5e-3
     for a, b in zip([out, *state], [ref, *ref_state], strict=True):
-        # the same arithmetic but for the activations' last bits, which move the state's bf16 rounding
-        assert float((a - b).norm() / b.norm()) < 1e-3
+        assert float((a - b).norm() / b.norm()) < tolerance
     for bad in ([23], [-1]):
         with pytest.raises(IndexError):
             steps.step(torch.tensor(bad), steps.init_state(1))

@@ -1,10 +1,10 @@
 """charnn's compiled CPU code: the LSTM layer's time steps in training and the pointwise part of
 generation's LSTM and GRU steps with bf16 weights (lstm_steps.c), dropout (dropout.c), a transpose of
-16-bit matrices (transpose.c) and, on CPUs with AMX, the layer's loops with their recurrent products
-(amx.c), built on first use with this machine's C compiler, for its CPU
-(-march=native), and kept in the cache folder under a name that changes with the sources, the flags, the
-compiler and the CPU. Where no compiler is found or the build fails, `compiled()` says why, and the layer
-runs its steps as PyTorch operations and dropout is PyTorch's instead (slower)."""
+16-bit matrices (transpose.c), generation's product with int8 weights (int8.c) and, on CPUs with AMX, the
+layer's loops with their recurrent products (amx.c), built on first use with this machine's C compiler, for
+its CPU (-march=native), and kept in the cache folder under a name that changes with the sources, the flags,
+the compiler and the CPU. Where no compiler is found or the build fails, `compiled()` says why, and the
+layer runs its steps as PyTorch operations and dropout is PyTorch's instead (slower)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from charnn.device import cpu_info
 from charnn.fileio import cache_root
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "lstm_steps.c", HERE / "dropout.c", HERE / "transpose.c", HERE / "amx.c"]
+SOURCES = [HERE / "lstm_steps.c", HERE / "dropout.c", HERE / "transpose.c", HERE / "amx.c", HERE / "int8.c"]
 HEADERS = [HERE / "bf16.h", HERE / "lstm_steps.h"]
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 # Tried in order: 512-bit vectors where the CPU has them (4% faster a step on AMX than 256-bit), OpenMP (it
@@ -58,7 +58,9 @@ class Compiled:
         self._backward_loop.argtypes = [i64, i64, i64, *[ptr] * 9, i64, ptr, ptr, ctypes.c_int]
         steps = (self._forward, self._backward, self._lstm_generate, self._gru_generate)
         amx = (self._amx_pack, self._amx_product, self._forward_loop, self._backward_loop)
-        for function in (*steps, self._dropout, self._transpose, *amx):
+        self._int8_product = lib.int8_product
+        self._int8_product.argtypes = [i64, i64, i64, *[ptr] * 6, ctypes.c_int]
+        for function in (*steps, self._dropout, self._transpose, *amx, self._int8_product):
             function.restype = None
         lib.amx_ready.argtypes, lib.amx_ready.restype = [], ctypes.c_int
         # Intel's matrix units, where this CPU has them and the OS lets this process use them
@@ -152,6 +154,36 @@ class Compiled:
         )
         return out
 
+    def int8_product(self, x: Tensor, q: Tensor, scales: Tensor) -> Tensor:
+        """x @ (q * scales[:, None]).t() in bf16, for x fp32 (rows, in), q int8 (out, in) and scales fp32
+        (out,): each row of x scaled to 16-bit integers, the sums exact (int8.c). Rows of x holding a NaN or
+        an infinity come out NaN."""
+        rows, width = x.shape
+        out = q.shape[0]
+        if (
+            x.dtype != torch.float32
+            or not x.is_contiguous()
+            or x.device.type != "cpu"
+            or q.shape != (out, width)
+        ):
+            raise ValueError(
+                f"the int8 product takes fp32 rows of {q.shape[1]}, got {x.dtype} {tuple(x.shape)}"
+            )
+        if (q.dtype, scales.dtype, scales.shape) != (torch.int8, torch.float32, (out,)) or not (
+            q.is_contiguous() and scales.is_contiguous() and q.device.type == scales.device.type == "cpu"
+        ):
+            raise ValueError("the int8 product takes contiguous int8 weights and fp32 scales, one per row")
+        y = torch.empty(rows, out, dtype=torch.bfloat16)
+        scratch, x_scales = (
+            torch.empty(rows, width, dtype=torch.int16),
+            torch.empty(rows, dtype=torch.float64),
+        )
+        self._int8_product(
+            rows, width, out, x.data_ptr(), q.data_ptr(), scales.data_ptr(), scratch.data_ptr(),
+            x_scales.data_ptr(), y.data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+        return y
+
     def forward_loop(
         self, gates: Tensor, x_part: Tensor, ids: Tensor | None, bias: Tensor, packed: Tensor, h0: Tensor,
         c0: Tensor, cells: Tensor, tanh_cells: Tensor, out: Tensor, h_before: Tensor,
@@ -207,18 +239,17 @@ def _check_step_inputs(
     dtypes their docstrings name (`state` fp32, batch x hidden). The ids' range is the caller's to check
     (StepModel does, lookup.check_ids)."""
     batch, hidden = state.shape
-    rows = batch if ids is None else x_part.shape[0]
-    expected = {
-        "input part": (x_part, (rows, gates * hidden), torch.float32),
-        "recurrent part": (recurrent, (batch, gates * hidden), torch.bfloat16),
-        "state": (state, (batch, hidden), torch.float32),
-    }
+    expected = [
+        ("input part", x_part, (batch if ids is None else x_part.shape[0], gates * hidden), torch.float32),
+        ("recurrent part", recurrent, (batch, gates * hidden), torch.bfloat16),
+        ("state", state, (batch, hidden), torch.float32),
+    ]
     if ids is not None:
-        expected["ids"] = (ids, (batch,), torch.int64)
+        expected.append(("ids", ids, (batch,), torch.int64))
     if bias is not None:
-        expected["bias"] = (bias, (gates * hidden,), torch.float32)
-    for name, (t, shape, dtype) in expected.items():
-        if tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
+        expected.append(("bias", bias, (gates * hidden,), torch.float32))
+    for name, t, shape, dtype in expected:
+        if t.shape != shape or t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
             raise ValueError(
                 f"a generation step takes its {name} as a contiguous {dtype} of {shape} on the CPU"
             )

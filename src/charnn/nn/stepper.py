@@ -20,15 +20,17 @@ from charnn.errors import ConfigError
 from charnn.nn import lookup
 from charnn.nn.cpu_lstm import packed_product
 from charnn.nn.model import CELLS, CharRNN, State
-from charnn.nn.native import compiled
+from charnn.nn.native import Compiled, compiled
 
 PACKED_ROWS = 64  # the rows bf16 weights are laid out for (batched generation); any number works
 INT8_WIDTH_MULTIPLE = 16  # the input widths PyTorch's int8 product reads right
 
 
-def _matmul(weight: Tensor, fmt: str, widen: bool = True) -> Callable[[Tensor], Tensor]:
+def _matmul(
+    weight: Tensor, fmt: str, widen: bool = True, native: Compiled | None = None
+) -> Callable[[Tensor], Tensor]:
     """x (N, in) -> x @ weight.T (N, out) in fp32 (bf16 and int8 weights: in bf16 unless `widen`), with
-    the weight stored in format `fmt`."""
+    the weight stored in format `fmt`; int8 weights multiplied by `native`'s product where given."""
     if fmt == "fp32":
         wt = weight.detach().float().t().contiguous()
         return lambda x: x @ wt
@@ -42,6 +44,13 @@ def _matmul(weight: Tensor, fmt: str, widen: bool = True) -> Callable[[Tensor], 
         w = weight.detach().float()
         scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
         q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        if native is not None:
+            q = q.contiguous()
+
+            def exact(x: Tensor) -> Tensor:
+                return native.int8_product(x.float().contiguous(), q, scales)
+
+            return exact if not widen else lambda x: exact(x).float()
         # PyTorch's int8 product reads its inputs 16 at a time: at other widths it returns garbage or
         # crashes (torch 2.13), so those are padded with zeros, which add nothing to the product
         pad = -q.shape[1] % INT8_WIDTH_MULTIPLE
@@ -70,23 +79,26 @@ class StepModel:
         # time; one sample of the shipped GRU with int8 weights 1.15x the chars/s (the tutorial's LSTM, whose
         # step is mostly its int8 product, 1.01x). Without native bf16 (AVX2, where bf16 weights are never
         # used) int8 keeps PyTorch's operations: its results there are recorded bit for bit, and the
-        # compiled pass has not been measured there.
-        native_bf16 = cpu_kind() != "fp32" or weights == "bf16"
-        takes_steps = weights in ("bf16", "int8") and native_bf16 and cfg.cell in ("lstm", "gru")
-        on_cpu = self.device.type == "cpu"
-        self._steps = compiled()[0] if takes_steps and on_cpu and compiled_steps else None
+        # compiled pass has not been measured there. There, too, int8 weights are multiplied by compiled C
+        # (int8.c: exact integer sums, the same bits on every CPU): the tutorial's recurrent product in 74 us
+        # instead of PyTorch's 108 (AMX machine, 2 threads).
+        native = compiled()[0] if self.device.type == "cpu" and compiled_steps else None
+        native_bf16 = cpu_kind() != "fp32"
+        takes_steps = weights in ("bf16", "int8") and (native_bf16 or weights == "bf16")
+        self._steps = native if takes_steps and cfg.cell in ("lstm", "gru") else None
+        int8 = native if native_bf16 else None
         with torch.no_grad():
             flat = [w.detach().float() for w in rnn.flat_weights()]
             w_ih, b_ih, b_hh = flat[0], flat[2], flat[3]
             # GRU's recurrent bias sits inside the reset gate, so only LSTM and RNN fold it into the table.
             fold = b_ih + b_hh if cfg.cell != "gru" else b_ih
             self.table = model.embedding.weight.detach().float() @ w_ih.t() + fold
-            self.input_mm = [_matmul(flat[4 * k], weights) for k in range(1, cfg.layers)]
+            self.input_mm = [_matmul(flat[4 * k], weights, native=int8) for k in range(1, cfg.layers)]
             self.input_bias = [
                 flat[4 * k + 2] + (flat[4 * k + 3] if cfg.cell != "gru" else 0) for k in range(1, cfg.layers)
             ]
             widen = self._steps is None
-            self.recurrent_mm = [_matmul(flat[4 * k + 1], weights, widen) for k in range(cfg.layers)]
+            self.recurrent_mm = [_matmul(flat[4 * k + 1], weights, widen, int8) for k in range(cfg.layers)]
             self.recurrent_bias = [flat[4 * k + 3] for k in range(cfg.layers)]  # used by GRU only
             self.head_w = model.head.weight.detach().float().t().contiguous()
             self.head_b = model.head.bias.detach().float()
