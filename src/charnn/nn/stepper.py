@@ -4,7 +4,9 @@ The fused recurrent kernels pay a large fixed cost per call, which dominates whe
 character. StepModel instead precomputes the first layer's input product for every character (a
 vocabulary-by-gates table, so the embedding and input weights cost nothing per step) and runs each step as
 one matrix product per layer plus the cell's pointwise math. The recurrent matrices can be kept in fp32,
-bf16, or int8 with one scale per output row (weight-only: activations stay in floating point).
+bf16, or int8 with one scale per output row. With int8 weights the activations stay in floating point
+(PyTorch's product, bf16) or, on CPUs with native bf16, are scaled to 16-bit integers per row (int8.c's
+product, whose sums are exact): finer than bf16, and the same bits on every such CPU.
 """
 
 from __future__ import annotations
