@@ -87,6 +87,23 @@ def test_int8_steps_are_compiled_only_where_the_cpu_has_native_bf16():
 
 
 @pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: steps as PyTorch operations")
+@pytest.mark.parametrize("kind", ["fp32", "amx"])
+def test_int8_weights_take_the_compiled_product_only_where_the_cpu_has_native_bf16(monkeypatch, kind):
+    monkeypatch.setattr(charnn.nn.stepper, "cpu_kind", lambda: kind)
+    model = random_model("lstm", 2)
+    steps = StepModel(model, "int8")
+    h = torch.randn(3, 48)
+    w = model.rnn.flat_weights()[1].detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    if kind == "fp32":  # PyTorch's (48 inputs: a multiple of 16, no padding)
+        expected = torch._weight_int8pack_mm(h.bfloat16(), q, scales.bfloat16())
+    else:
+        expected = native.compiled()[0].int8_product(h, q, scales)
+    assert torch.equal(steps.recurrent_mm[0](h).float(), expected.float())
+
+
+@pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: steps as PyTorch operations")
 def test_the_compiled_generation_steps_refuse_tensors_they_cannot_read():
     steps = native.compiled()[0]
     table, ids, bias, state = torch.randn(5, 12), torch.tensor([0, 4]), torch.randn(12), torch.randn(2, 4)

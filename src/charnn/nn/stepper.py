@@ -82,8 +82,8 @@ class StepModel:
         # step is mostly its int8 product, 1.01x). Without native bf16 (AVX2, where bf16 weights are never
         # used) int8 keeps PyTorch's operations: its results there are recorded bit for bit, and the
         # compiled pass has not been measured there. There, too, int8 weights are multiplied by compiled C
-        # (int8.c: exact integer sums, the same bits on every CPU): the tutorial's recurrent product in 74 us
-        # instead of PyTorch's 108 (AMX machine, 2 threads).
+        # (int8.c: exact integer sums, the same bits on every CPU): the tutorial's recurrent product in 80 us
+        # instead of PyTorch's 109 (AMX machine, 2 threads; benchmarks/int8_product.py).
         native = compiled()[0] if self.device.type == "cpu" and compiled_steps else None
         native_bf16 = cpu_kind() != "fp32"
         takes_steps = weights in ("bf16", "int8") and (native_bf16 or weights == "bf16")
