@@ -87,8 +87,9 @@ def test_int8_steps_are_compiled_only_where_the_cpu_has_native_bf16():
 
 
 @pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here: steps as PyTorch operations")
-@pytest.mark.parametrize("kind", ["fp32", "amx"])
-def test_int8_weights_take_the_compiled_product_only_where_the_cpu_has_native_bf16(monkeypatch, kind):
+@pytest.mark.parametrize("kind", ["fp32", "avx512_bf16", "amx"])
+def test_int8_weights_take_the_compiled_product_only_where_the_cpu_has_amx(monkeypatch, kind):
+    # measured faster there; elsewhere PyTorch's, recorded bit for bit on AVX2
     monkeypatch.setattr(charnn.nn.stepper, "cpu_kind", lambda: kind)
     model = random_model("lstm", 2)
     steps = StepModel(model, "int8")
@@ -96,7 +97,7 @@ def test_int8_weights_take_the_compiled_product_only_where_the_cpu_has_native_bf
     w = model.rnn.flat_weights()[1].detach().float()
     scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
     q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
-    if kind == "fp32":  # PyTorch's (48 inputs: a multiple of 16, no padding)
+    if kind != "amx":  # PyTorch's (48 inputs: a multiple of 16, no padding)
         expected = torch._weight_int8pack_mm(h.bfloat16(), q, scales.bfloat16())
     else:
         expected = native.compiled()[0].int8_product(h, q, scales)

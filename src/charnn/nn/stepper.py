@@ -5,8 +5,8 @@ character. StepModel instead precomputes the first layer's input product for eve
 vocabulary-by-gates table, so the embedding and input weights cost nothing per step) and runs each step as
 one matrix product per layer plus the cell's pointwise math. The recurrent matrices can be kept in fp32,
 bf16, or int8 with one scale per output row. With int8 weights the activations stay in floating point
-(PyTorch's product, bf16) or, on CPUs with native bf16, are scaled to 16-bit integers per row (int8.c's
-product, whose sums are exact): finer than bf16, and the same bits on every such CPU.
+(PyTorch's product, bf16) or, on CPUs with AMX, are scaled to 16-bit integers per row (int8.c's product,
+whose sums are exact): finer than bf16, and the same bits wherever it runs.
 """
 
 from __future__ import annotations
@@ -81,14 +81,15 @@ class StepModel:
         # time; one sample of the shipped GRU with int8 weights 1.15x the chars/s (the tutorial's LSTM, whose
         # step is mostly its int8 product, 1.01x). Without native bf16 (AVX2, where bf16 weights are never
         # used) int8 keeps PyTorch's operations: its results there are recorded bit for bit, and the
-        # compiled pass has not been measured there. There, too, int8 weights are multiplied by compiled C
-        # (int8.c: exact integer sums, the same bits on every CPU): the tutorial's recurrent product in 80 us
-        # instead of PyTorch's 109 (AMX machine, 2 threads; benchmarks/int8_product.py).
+        # compiled pass has not been measured there. On CPUs with AMX, int8 weights are multiplied by
+        # compiled C (int8.c: exact integer sums, the same bits wherever it runs): the tutorial's recurrent
+        # product in 80 us instead of PyTorch's 109 (2 threads; benchmarks/int8_product.py). Elsewhere it is
+        # PyTorch's product, measured at 63 us on the AMD machine with AVX-512 bf16 and not yet against this.
         native = compiled()[0] if self.device.type == "cpu" and compiled_steps else None
-        native_bf16 = cpu_kind() != "fp32"
-        takes_steps = weights in ("bf16", "int8") and (native_bf16 or weights == "bf16")
+        kind = cpu_kind()
+        takes_steps = weights == "bf16" or (weights == "int8" and kind != "fp32")
         self._steps = native if takes_steps and cfg.cell in ("lstm", "gru") else None
-        int8 = native if native_bf16 else None
+        int8 = native if kind == "amx" else None
         with torch.no_grad():
             flat = [w.detach().float() for w in rnn.flat_weights()]
             w_ih, b_ih, b_hh = flat[0], flat[2], flat[3]
