@@ -38,9 +38,7 @@ def product_rounds(rounds: int, reps: int = 2000) -> dict:
     """Microseconds per product, best of each way's rounds, and each way's error against fp64."""
     native = compiled()[0]
     torch.manual_seed(0)
-    w = torch.randn(4096, 1024) * 0.03
-    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+    q, scales = stepper.quantize_int8(torch.randn(4096, 1024) * 0.03)
     x = torch.tanh(2 * torch.randn(1, 1024))
     x16, scales16 = x.bfloat16(), scales.bfloat16()
     ways = {

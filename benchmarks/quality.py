@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +31,20 @@ def parse_value(text: str) -> object:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def commit() -> str:
+    """The commit of the code measured, with "+changes" where the working tree differs; "" outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
@@ -53,9 +68,12 @@ def main() -> None:
         report = charnn.evaluate(run)
         sample = charnn.generate(run, "ROMEO: ", 300, seed=1)
         kernel = json.loads((run / "model" / "config.json").read_text())["training"]["lstm_kernel"]
+        args_used = json.loads((run / "train_args.json").read_text())  # the preset resolved on this CPU
     out = {
         "preset": args.preset,
         "overrides": settings,
+        "settings": {"model": args_used["model"], "train": args_used["train"]},
+        "commit": commit(),
         **describe_cpu(),
         "date": time.strftime("%Y-%m-%d"),
         "steps": result.steps,

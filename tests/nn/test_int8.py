@@ -3,12 +3,15 @@ sums, the same bits with and without AVX-512 VNNI and on any number of threads, 
 finite, and at least as close to the exact product as PyTorch's own int8 product."""
 
 import ctypes
+import platform
 import shutil
 
 import pytest
 import torch
 
+from charnn.device import cpu_info
 from charnn.nn import native
+from charnn.nn.stepper import quantize_int8
 
 pytestmark = pytest.mark.skipif(native.compiled()[0] is None, reason="no C compiler here")
 
@@ -50,6 +53,16 @@ def test_scales_apply_per_row_and_per_output():
     assert torch.equal(product(x, q, scales), exact.to(torch.bfloat16))
 
 
+@pytest.mark.parametrize("largest", [1e-36, 1e-40])  # where 32767 / largest is beyond float32 (and subnormal)
+def test_rows_of_tiny_magnitudes_are_scaled_too(largest):
+    x, q = integers(1, 64, seed=3)
+    x = x * (largest / 32767.0)
+    exact = (x.double() @ q.double().t()).float()
+    got = product(x, q, torch.ones(q.shape[0]))
+    assert got.abs().max() > 0
+    assert float((got.float() - exact).abs().max() / exact.abs().max()) < 1e-2
+
+
 def test_a_row_that_is_not_finite_comes_out_nan_and_leaves_the_others():
     x, q = integers(3, 40, seed=2)
     x[0, 7], x[2, 3] = float("nan"), float("inf")
@@ -78,9 +91,13 @@ def test_the_same_bits_on_one_thread_and_on_two():
     assert torch.equal(one, two)
 
 
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or "avx512_vnni" not in cpu_info()[1],
+    reason="the vector loop is taken only where the CPU has AVX-512 VNNI",
+)
 def test_built_without_vnni_it_gives_the_same_bits(tmp_path):
-    """The plain C loop (CPUs without AVX-512 VNNI) against the vector one, where this CPU has VNNI."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
+    """The plain C loop (CPUs without AVX-512 VNNI) against the vector one, overflow-prone sums included."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     path = tmp_path / "plain.so"
     native._build(compiler, [*native.FLAGS, "-mno-avx512vnni"], path)
     plain = native.Compiled(ctypes.CDLL(str(path)))
@@ -92,14 +109,14 @@ def test_built_without_vnni_it_gives_the_same_bits(tmp_path):
             torch.rand(96),
         )
         assert torch.equal(product(x, q, scales, plain), product(x, q, scales))
+    x, q = torch.full((1, 16384), 32767.0), torch.full((8, 16384), -127, dtype=torch.int8)
+    assert torch.equal(product(x, q, torch.ones(8), plain), product(x, q, torch.ones(8)))
 
 
 def test_closer_to_the_exact_product_than_pytorchs_int8_product():
     """At the tutorial's size, with activations as an LSTM's state holds them (tanh-like)."""
     torch.manual_seed(5)
-    w = torch.randn(4096, 1024) * 0.03
-    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    q, scales = quantize_int8(torch.randn(4096, 1024) * 0.03)
     x = torch.tanh(2 * torch.randn(4, 1024))
     exact = x.double() @ (q.double() * scales.double()[:, None]).t()
     ours = (product(x, q, scales).double() - exact).norm() / exact.norm()
@@ -113,7 +130,9 @@ def test_closer_to_the_exact_product_than_pytorchs_int8_product():
     "bad",
     [
         lambda x, q, s: (x.double(), q, s),
-        lambda x, q, s: (x.t(), q, s),  # not contiguous
+        lambda x, q, s: (torch.randn(4, 32)[:, ::2], q, s),  # not contiguous
+        lambda x, q, s: (x, torch.randint(-127, 128, (4, 32), dtype=torch.int8)[:, ::2], s),
+        lambda x, q, s: (x[0], q, s),  # one row, not a matrix
         lambda x, q, s: (x[:, :8].contiguous(), q, s),  # narrower than the weights
         lambda x, q, s: (x, q.float(), s),
         lambda x, q, s: (x, q, s.double()),

@@ -1,6 +1,6 @@
 """A preset may take other settings on one kind of CPU, where they measured better there (docs/presets.md):
-`cpu-5m` and `cpu-10m` train an LSTM with more weight decay instead of a GRU on Intel CPUs with AMX, `cpu-10m`
-a wider one."""
+`cpu-5m` and `cpu-10m` train an LSTM with more weight decay and their recurrent weights dropped instead of a
+GRU on Intel CPUs with AMX, `cpu-10m` a wider one at a higher learning rate."""
 
 import json
 
@@ -15,12 +15,12 @@ SMALL = dict(hidden=32, embedding=8, batch_size=4, seq_len=16, max_steps=2, quie
 
 
 @pytest.mark.parametrize("preset", ["cpu-5m", "cpu-10m"])
-def test_the_cpu_presets_train_an_lstm_with_more_weight_decay_on_amx_only(preset):
+def test_the_cpu_presets_train_an_lstm_with_more_weight_decay_and_weight_dropout_on_amx_only(preset):
     model, train = settings_for(preset, {}, kind="amx")
-    assert (model["cell"], train.weight_decay) == ("lstm", 0.3)
+    assert (model["cell"], train.weight_decay, model["weight_dropout"]) == ("lstm", 0.3, 0.2)
     for kind in ("", "avx512_bf16", "fp32"):
         model, train = settings_for(preset, {}, kind=kind)
-        assert (model["cell"], train.weight_decay) == ("gru", 0.01)
+        assert (model["cell"], train.weight_decay, model.get("weight_dropout", 0.0)) == ("gru", 0.01, 0.0)
     # What the user gives wins over the variant, and then there is nothing to say about it.
     assert settings_for(preset, {"cell": "gru"}, kind="amx")[0]["cell"] == "gru"
     assert "cell lstm" not in variant_note(preset, "amx", {"cell": "gru"})
@@ -31,14 +31,15 @@ def test_the_cpu_presets_train_an_lstm_with_more_weight_decay_on_amx_only(preset
 
 def test_cpu_10m_on_amx_is_wider_with_more_dropout_and_weight_decay_and_what_is_given_wins():
     model, train = settings_for("cpu-10m", {}, kind="amx")
-    assert (model["hidden"], model["dropout"], train.weight_decay) == (768, 0.5, 0.3)
+    assert (model["hidden"], model["dropout"], train.weight_decay, train.lr) == (768, 0.5, 0.3, 4e-3)
     model, train = settings_for("cpu-10m", {}, kind="avx512_bf16")
-    assert (model["hidden"], train.weight_decay) == (512, 0.01)
-    model, _ = settings_for("cpu-10m", {"hidden": 512}, kind="amx")
-    assert (model["cell"], model["hidden"], model["dropout"]) == ("lstm", 512, 0.5)
-    assert variant_note("cpu-10m", "amx", {"hidden": 512}).startswith(
-        "preset cpu-10m on this CPU (amx): cell lstm, dropout 0.5, weight_decay 0.3, as on AMX"
-    )
+    assert (model["hidden"], train.weight_decay, train.lr) == (512, 0.01, 3e-3)
+    model, train = settings_for("cpu-10m", {"hidden": 512, "lr": 1e-3}, kind="amx")
+    assert (model["cell"], model["hidden"], model["dropout"], train.lr) == ("lstm", 512, 0.5, 1e-3)
+    assert variant_note("cpu-10m", "amx", {"hidden": 512, "lr": 1e-3}).startswith(
+        "preset cpu-10m on this CPU (amx): cell lstm, dropout 0.5, weight_decay 0.3, weight_dropout 0.2, "
+        "as on AMX"
+    )  # what was given (hidden, lr) is not named
 
 
 @pytest.mark.parametrize("kind, cell", [("amx", "lstm"), ("avx512_bf16", "gru")])

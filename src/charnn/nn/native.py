@@ -158,26 +158,21 @@ class Compiled:
         """x @ (q * scales[:, None]).t() in bf16, for x fp32 (rows, in), q int8 (out, in) and scales fp32
         (out,): each row of x scaled to 16-bit integers, the sums exact (int8.c). Rows of x holding a NaN or
         an infinity come out NaN."""
-        rows, width = x.shape
-        out = q.shape[0]
-        if (
-            x.dtype != torch.float32
-            or not x.is_contiguous()
-            or x.device.type != "cpu"
-            or q.shape != (out, width)
-        ):
+        if q.dim() != 2 or x.dim() != 2 or x.shape[1] != q.shape[1]:
             raise ValueError(
-                f"the int8 product takes fp32 rows of {q.shape[1]}, got {x.dtype} {tuple(x.shape)}"
+                f"the int8 product takes rows of its weights' width, got {tuple(x.shape)} by {tuple(q.shape)}"
             )
-        if (q.dtype, scales.dtype, scales.shape) != (torch.int8, torch.float32, (out,)) or not (
-            q.is_contiguous() and scales.is_contiguous() and q.device.type == scales.device.type == "cpu"
-        ):
-            raise ValueError("the int8 product takes contiguous int8 weights and fp32 scales, one per row")
+        (rows, width), out = x.shape, q.shape[0]
+        expected = (torch.float32, torch.int8, torch.float32, (out,))
+        if (x.dtype, q.dtype, scales.dtype, tuple(scales.shape)) != expected:
+            raise ValueError(
+                "the int8 product takes fp32 rows, int8 weights and an fp32 scale per weight row"
+            )
+        if not all(t.is_contiguous() and t.device.type == "cpu" for t in (x, q, scales)):
+            raise ValueError("the int8 product takes contiguous tensors on the CPU")
         y = torch.empty(rows, out, dtype=torch.bfloat16)
-        scratch, x_scales = (
-            torch.empty(rows, width, dtype=torch.int16),
-            torch.empty(rows, dtype=torch.float64),
-        )
+        scratch = torch.empty(rows, width, dtype=torch.int16)  # the rows scaled to 16-bit integers
+        x_scales = torch.empty(rows, dtype=torch.float64)
         self._int8_product(
             rows, width, out, x.data_ptr(), q.data_ptr(), scales.data_ptr(), scratch.data_ptr(),
             x_scales.data_ptr(), y.data_ptr(), torch.get_num_threads(),

@@ -6,7 +6,7 @@ vocabulary-by-gates table, so the embedding and input weights cost nothing per s
 one matrix product per layer plus the cell's pointwise math. The recurrent matrices can be kept in fp32,
 bf16, or int8 with one scale per output row. With int8 weights the activations stay in floating point
 (PyTorch's product, bf16) or, on CPUs with AMX, are scaled to 16-bit integers per row (int8.c's product,
-whose sums are exact): finer than bf16, and the same bits wherever it runs.
+whose sums are exact): to 1/32767 of the row's largest, and the same bits wherever it runs.
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ PACKED_ROWS = 64  # the rows bf16 weights are laid out for (batched generation);
 INT8_WIDTH_MULTIPLE = 16  # the input widths PyTorch's int8 product reads right
 
 
+def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """A weight (out, in) as int8 (contiguous) and one fp32 scale per output row: its largest magnitude
+    maps to 127."""
+    w = weight.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+    return torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scales
+
+
 def _matmul(
     weight: Tensor, fmt: str, widen: bool = True, native: Compiled | None = None
 ) -> Callable[[Tensor], Tensor]:
@@ -43,11 +51,8 @@ def _matmul(
             return lambda x: product(x.to(torch.bfloat16))
         return lambda x: product(x.to(torch.bfloat16)).float()
     if fmt == "int8":
-        w = weight.detach().float()
-        scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        q, scales = quantize_int8(weight)
         if native is not None:
-            q = q.contiguous()
 
             def exact(x: Tensor) -> Tensor:
                 return native.int8_product(x.float().contiguous(), q, scales)
@@ -85,8 +90,9 @@ class StepModel:
         # compiled C (int8.c: exact integer sums, the same bits wherever it runs): the tutorial's recurrent
         # product in 80 us instead of PyTorch's 109 (2 threads; benchmarks/int8_product.py). Elsewhere it is
         # PyTorch's product, measured at 63 us on the AMD machine with AVX-512 bf16 and not yet against this.
-        native = compiled()[0] if self.device.type == "cpu" and compiled_steps else None
         kind = cpu_kind()
+        uses_native = self.device.type == "cpu" and compiled_steps and weights in ("bf16", "int8")
+        native = compiled()[0] if uses_native else None  # not built for fp32 weights, which never use it
         takes_steps = weights == "bf16" or (weights == "int8" and kind != "fp32")
         self._steps = native if takes_steps and cfg.cell in ("lstm", "gru") else None
         int8 = native if kind == "amx" else None
