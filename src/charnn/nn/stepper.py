@@ -88,7 +88,7 @@ class StepModel:
         # used) int8 keeps PyTorch's operations: its results there are recorded bit for bit, and the
         # compiled pass has not been measured there. On CPUs with AMX, int8 weights are multiplied by
         # compiled C (int8.c: exact integer sums, the same bits wherever it runs): the tutorial's recurrent
-        # product in 80 us instead of PyTorch's 109 (2 threads; benchmarks/int8_product.py). Elsewhere it is
+        # product in 82 us instead of PyTorch's 113 (2 threads; benchmarks/int8_product.py). Elsewhere it is
         # PyTorch's product, measured at 63 us on the AMD machine with AVX-512 bf16 and not yet against this.
         kind = cpu_kind()
         uses_native = self.device.type == "cpu" and compiled_steps and weights in ("bf16", "int8")
