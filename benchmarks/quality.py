@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import charnn  # noqa: E402
 from charnn.config import parse_duration  # noqa: E402
 from charnn.device import describe_cpu  # noqa: E402
+from charnn.export.shipped import commit  # noqa: E402
 
 
 def parse_value(text: str) -> object:
@@ -31,20 +31,6 @@ def parse_value(text: str) -> object:
         return json.loads(text)
     except ValueError:
         return text
-
-
-def commit() -> str:
-    """The commit of the code measured, with "+changes" where the working tree differs; "" outside git."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
