@@ -101,6 +101,35 @@ def test_a_model_caught_mid_swap_still_loads(model_dir):
     assert load_model(model_dir.parent).vocab == VOCAB
 
 
+def test_a_moved_aside_model_emptied_before_its_read_began_is_read_again_from_model(tmp_path, monkeypatch):
+    """A swap's moved-aside copy may lose its files to the writer's clean-up before the read takes its
+    identity (so the folder looks unchanged after the failed read): being a copy of passage, it is read again,
+    and model/ is there by then."""
+    import charnn.store.model_dir as model_dir
+
+    save_model(tmp_path / "new", tiny_model(), VOCAB, {"steps": 2})
+    run = tmp_path / "run"
+    save_model(run / ".model.old-123", tiny_model(), VOCAB, {"steps": 1})
+    (run / ".model.old-123" / "model.safetensors").unlink()  # the clean-up under way
+    (run / "train_args.json").write_text("{}")
+    snapshot, calls = model_dir._snapshot, []
+
+    def swap_finishing(directory):
+        if not calls:  # the writer's second rename lands while the first read runs
+            (tmp_path / "new").rename(run / "model")
+        calls.append(directory.name)
+        return snapshot(directory)
+
+    monkeypatch.setattr(model_dir, "_snapshot", swap_finishing)
+    assert load_model(run).info["training"]["steps"] == 2
+    assert calls == [".model.old-123", "model"]
+    # a damaged copy left by a crash, with no model/ to find, is still refused, after a few reads
+    monkeypatch.setattr(model_dir, "_snapshot", snapshot)
+    (run / "model").rename(tmp_path / "gone")
+    with pytest.raises(ModelFileError, match="model.safetensors: missing"):
+        load_model(run)
+
+
 def test_a_model_read_while_a_run_keeps_replacing_it_is_always_whole(tmp_path):
     """A run replaces its model/ folder at each new best; `charnn generate RUN` beside it read files of two
     models (a false "sha256 does not match") or of a folder gone mid-read (a false "missing")."""

@@ -32,6 +32,7 @@ FORMAT_VERSION = 1
 MODEL_DIR = "model"
 # In a run folder: an overwritten run, kept until the run replacing it has a checkpoint (store/rundir.py).
 REPLACED_DIR = ".replaced"
+MOVED_ASIDE = f".{MODEL_DIR}.old-"  # how a swap (fileio.write_folder) names the model/ it moves aside
 CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints/step-N/ folders (store/checkpoint.py writes them)
 # Models inside the package, by the name that stands for them where no folder of that name exists.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -122,7 +123,7 @@ def _model_in(p: Path) -> Path | None:
     for candidate in (p / MODEL_DIR, p):
         if holds_model(candidate):
             return candidate
-    for candidate in (*sorted(p.glob(f".{MODEL_DIR}.old-*")), p / MODEL_DIR):
+    for candidate in (*sorted(p.glob(f"{MOVED_ASIDE}*")), p / MODEL_DIR):
         if holds_model(candidate):
             return candidate
     return None
@@ -224,8 +225,11 @@ def load_model(
             return _load(directory, device, verify, advice)
         except ModelFileError:
             reads += 1
-            # not replaced meanwhile (gone before the read began counts as replaced): the files are at fault
-            if reads == _READS or (before is not None and _identity(directory) == before):
+            # A moved-aside copy lives only through a swap (or after a crash in one): its files may go before
+            # `before` is taken, so it is read again whatever its identity, finding model/ by then. Else, not
+            # replaced meanwhile (gone before the read began counts as replaced): the files are at fault.
+            passing = directory.name.startswith(MOVED_ASIDE)
+            if reads == _READS or (not passing and before is not None and _identity(directory) == before):
                 raise
 
 
