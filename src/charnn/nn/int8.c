@@ -3,9 +3,9 @@
 
    Each activation row is scaled to 16-bit integers (its largest magnitude to 32767), so the products are
    integer multiply-adds summed exactly in integers, in any order: the results are the same bit for bit on
-   every CPU and thread count. One fused instruction (AVX-512 VNNI's vpdpwssd) does 32 multiply-adds
-   where the float route (widen, convert, multiply-add) takes three per 16. Compiled on first use for the
-   machine it runs on (nn/native.py). */
+   every CPU and thread count. Two instructions (the weights widened to 16 bits, then AVX-512 VNNI's
+   vpdpwssd) do 32 multiply-adds where the float route (widen, convert, multiply-add) takes three per 16.
+   Compiled on first use for the machine it runs on (nn/native.py). */
 
 #include <float.h>
 #include <math.h>

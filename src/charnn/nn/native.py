@@ -1,10 +1,11 @@
 """charnn's compiled CPU code: the LSTM layer's time steps in training and the pointwise part of
 generation's LSTM and GRU steps with bf16 weights (lstm_steps.c), dropout (dropout.c), a transpose of
-16-bit matrices (transpose.c), generation's product with int8 weights (int8.c) and, on CPUs with AMX, the
-layer's loops with their recurrent products (amx.c), built on first use with this machine's C compiler, for
-its CPU (-march=native), and kept in the cache folder under a name that changes with the sources, the flags,
-the compiler and the CPU. Where no compiler is found or the build fails, `compiled()` says why, and the
-layer runs its steps as PyTorch operations and dropout is PyTorch's instead (slower)."""
+16-bit matrices (transpose.c), generation's product with int8 weights (int8.c, taken on CPUs with AMX) and,
+on CPUs with AMX, the layer's loops with their recurrent products (amx.c), built on first use with this
+machine's C compiler, for its CPU (-march=native), and kept in the cache folder under a name that changes
+with the sources, the flags, the compiler and the CPU. Where no compiler is found or the build fails,
+`compiled()` says why, and the layer runs its steps as PyTorch operations and dropout is PyTorch's instead
+(slower)."""
 
 from __future__ import annotations
 

@@ -87,9 +87,10 @@ class StepModel:
         # step is mostly its int8 product, 1.01x). Without native bf16 (AVX2, where bf16 weights are never
         # used) int8 keeps PyTorch's operations: its results there are recorded bit for bit, and the
         # compiled pass has not been measured there. On CPUs with AMX, int8 weights are multiplied by
-        # compiled C (int8.c: exact integer sums, the same bits wherever it runs): the tutorial's recurrent
-        # product in 82 us instead of PyTorch's 113 (2 threads; benchmarks/int8_product.py). Elsewhere it is
-        # PyTorch's product, measured at 63 us on the AMD machine with AVX-512 bf16 and not yet against this.
+        # compiled C (int8.c, where `compiled_steps` and it builds: exact integer sums, the same bits wherever
+        # it runs): the tutorial's recurrent product in 82 us instead of PyTorch's 113 (2 threads;
+        # benchmarks/int8_product.py). Elsewhere it is PyTorch's product, measured at 63 us on the AMD
+        # machine with AVX-512 bf16 (int8.c not yet timed there).
         kind = cpu_kind()
         uses_native = self.device.type == "cpu" and compiled_steps and weights in ("bf16", "int8")
         native = compiled()[0] if uses_native else None  # not built for fp32 weights, which never use it
