@@ -59,6 +59,12 @@ def _beside(path: Path, tag: str) -> Path:
     return path.with_name(f".{name}{suffix}")
 
 
+def moved_aside(final: Path) -> list[Path]:
+    """The copies of folder `final` that write_folder moved aside (`.NAME.old-PID`), oldest name first: they
+    live through a swap, or after a crash between its two renames."""
+    return sorted(final.parent.glob(f".{final.name}.old-*"))
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix."""
     atomic_stream(path, [data])

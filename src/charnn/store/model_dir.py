@@ -24,7 +24,7 @@ from charnn.config import GenerateConfig
 from charnn.declare import build_each
 from charnn.device import resolve_device
 from charnn.errors import CharnnError, ConfigError, ModelFileError
-from charnn.fileio import parse_json, read_bytes, read_error, read_json, write_folder, write_json
+from charnn.fileio import moved_aside, parse_json, read_bytes, read_error, read_json, write_folder, write_json
 from charnn.nn.model import CharRNN, ModelConfig, parameter_shapes
 from charnn.text.vocab import Vocab
 
@@ -32,7 +32,6 @@ FORMAT_VERSION = 1
 MODEL_DIR = "model"
 # In a run folder: an overwritten run, kept until the run replacing it has a checkpoint (store/rundir.py).
 REPLACED_DIR = ".replaced"
-MOVED_ASIDE = f".{MODEL_DIR}.old-"  # how a swap (fileio.write_folder) names the model/ it moves aside
 CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints/step-N/ folders (store/checkpoint.py writes them)
 # Models inside the package, by the name that stands for them where no folder of that name exists.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -123,7 +122,7 @@ def _model_in(p: Path) -> Path | None:
     for candidate in (p / MODEL_DIR, p):
         if holds_model(candidate):
             return candidate
-    for candidate in (*sorted(p.glob(f"{MOVED_ASIDE}*")), p / MODEL_DIR):
+    for candidate in (*moved_aside(p / MODEL_DIR), p / MODEL_DIR):
         if holds_model(candidate):
             return candidate
     return None
@@ -228,7 +227,7 @@ def load_model(
             # A moved-aside copy lives only through a swap (or after a crash in one): its files may go before
             # `before` is taken, so it is read again whatever its identity, finding model/ by then. Else, not
             # replaced meanwhile (gone before the read began counts as replaced): the files are at fault.
-            passing = directory.name.startswith(MOVED_ASIDE)
+            passing = directory in moved_aside(directory.parent / MODEL_DIR)
             if reads == _READS or (not passing and before is not None and _identity(directory) == before):
                 raise
 
