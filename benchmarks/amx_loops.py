@@ -89,7 +89,7 @@ def main() -> int:
     if native is None or not native.amx:
         print(f"no AMX loops on this machine: {why or 'the CPU has no AMX units'}", file=sys.stderr)
         return 1
-    result = {**describe_cpu(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "models": {}}
+    result = {**describe_cpu(), "date": time.strftime("%Y-%m-%d"), "models": {}}  # describe_cpu names torch
     result["product"] = product_times()
     print(", ".join(f"{k} {v:.0f}" for k, v in result["product"].items()), "(one recurrent product)")
     for name, preset in MODELS.items():

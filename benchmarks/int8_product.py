@@ -92,7 +92,7 @@ def main() -> int:
     if native is None:
         print(f"no compiled int8 product here: {why}", file=sys.stderr)
         return 1
-    result = {**describe_cpu(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    result = {**describe_cpu(), "date": time.strftime("%Y-%m-%d")}  # describe_cpu names torch
     result["product"] = product = product_rounds(args.rounds)
     print(
         f"4096 x 1024 int8 product, one sample: compiled {product['compiled_us']:.1f} us "
